@@ -41,7 +41,11 @@ def grpo_advantages(scores: torch.Tensor, eps: float = 1e-6, norm_by_std: bool =
     else:
         mean = s.mean(dim=1, keepdim=True)
         std = s.std(dim=1, keepdim=True)  # unbiased (n - 1), as torch.std in verl
+    # Exact zeros for all-equal groups: the float mean of n equal numbers can be off by an ulp, which the tiny std
+    # would blow up into a spurious advantage.
     centred = s - mean
+    if s.shape[1] > 1:
+        centred = torch.where(dynamic_sampling_mask(s).unsqueeze(1), centred, torch.zeros_like(s))
     return centred / (std + eps) if norm_by_std else centred
 
 
