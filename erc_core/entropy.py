@@ -1,18 +1,17 @@
 """Full-vocabulary entropy and token log-probs of a temperature-scaled softmax, in one float32 pass.
 
-ERC needs, for every response token t, the Shannon entropy of the whole next-token distribution
+ERC needs, for every response token t, the Shannon entropy of the whole next-token distribution::
 
     H(s_t) = logsumexp(z) - sum_v softmax(z)_v * z_v,        z = logits / temperature,
 
-next to the log-probability of the sampled token, log p(y_t) = z_{y_t} - logsumexp(z). Both come out of the same
-pass over the logits here, so the entropy costs about as much as the ``log_softmax`` a trainer computes anyway:
+next to the log-probability of the sampled token, ``log p(y_t) = z[y_t] - logsumexp(z)``. Both come out of the same
+pass over the logits here, so the entropy costs about as much as the ``log_softmax`` a trainer computes anyway::
 
     m = max(z);  e = exp(z - m);  s = sum(e);  lse = m + log s
     logp = z_y - lse;  H = lse - <e, z> / s
 
-The arithmetic is float32 whatever the logits' dtype (bf16 logits included; float64 logits stay float64, which
-``torch.autograd.gradcheck`` needs) and uses the max-shift, so logits of
-magnitude 1e4 are fine. ``-inf`` logits (masked vocabulary entries) are allowed; NaN or ``+inf`` logits raise.
+The arithmetic is float32 whatever the logits' dtype (bf16 logits included; float64 logits stay float64,
+which ``torch.autograd.gradcheck`` needs) and uses the max-shift, so logits of magnitude 1e4 are fine. ``-inf`` logits (masked vocabulary entries) are allowed; NaN or ``+inf`` logits raise.
 Rows are processed in blocks (about 1M logits each by default, so the few passes over a block run from cache);
 with ``chunk_size`` the block is ``chunk_size`` rows and, under autograd, each chunk is recomputed in the backward
 pass (activation checkpointing), so the extra memory stays O(chunk_size x V) instead of O(rows x V).

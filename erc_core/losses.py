@@ -264,8 +264,8 @@ KL_KINDS = ("kl", "abs", "mse", "low_var_kl")
 def kl_penalty(log_prob: torch.Tensor, ref_log_prob: torch.Tensor, kind: str = "low_var_kl") -> torch.Tensor:
     """Per-token KL(pi || pi_ref) estimate from sampled tokens, as verl's ``kl_penalty``. (B, T) -> (B, T).
 
-    "kl" (k1): logp - ref; "abs": |logp - ref|; "mse" (k2): 0.5 (logp - ref)^2;
-    "low_var_kl" (k3): exp(ref - logp) - (ref - logp) - 1, clamped to [-10, 10].
+    "kl" (k1): ``logp - ref``; "abs": ``|logp - ref|``; "mse" (k2): ``0.5 (logp - ref)^2``;
+    "low_var_kl" (k3): ``exp(ref - logp) - (ref - logp) - 1``, clamped to [-10, 10].
     """
     if kind not in KL_KINDS:
         raise ValueError(f"kind must be one of {KL_KINDS}, got {kind!r}")

@@ -1,0 +1,175 @@
+"""Execute the book's chapter notebooks with papermill and stage the sources for ``jupyter-book build``.
+
+The notebook list comes from ``_toc.yml`` (every ``file:`` entry that resolves to an ``.ipynb``). The staging
+folder (default ``_build/src``) receives ``_config.yml``, ``_toc.yml``, ``book/`` and the EXECUTED notebooks at
+the paths ``_toc.yml`` names, so the HTML build runs with execution off and the notebooks in git keep no outputs.
+
+An executed copy is reused when the notebook, the parameters and every ``erc_core/*.py`` are unchanged
+(``--force`` re-executes). Prints a per-notebook time report; exits 1 naming the notebooks that failed.
+
+    python scripts/run_notebooks.py [--root DIR] [--stage DIR] [--kernel NAME] [--force] [-p NAME VALUE ...]
+                                    [--only NB ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = ("_config.yml", "_toc.yml", "book")  # copied into the stage as they are
+
+
+def toc_files(toc: dict) -> list[str]:
+    """Every ``file:`` entry of a jupyter-book ``_toc.yml`` (root first, then depth-first), without suffix."""
+    out: list[str] = [toc["root"]] if "root" in toc else []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            if "file" in node:
+                out.append(str(node["file"]))
+            for key in ("parts", "chapters", "sections"):
+                for child in node.get(key, []) or []:
+                    walk(child)
+        elif isinstance(node, list):
+            for child in node:
+                walk(child)
+
+    walk({k: v for k, v in toc.items() if k != "root"})
+    return out
+
+
+def toc_pages(root: Path = ROOT) -> list[Path]:
+    """Every page of ``_toc.yml`` as a path relative to ``root`` with its suffix (.ipynb or .md), in order."""
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    pages = []
+    for entry in toc_files(toc):
+        p = Path(entry)
+        candidates = [p] if p.suffix else [p.with_suffix(".ipynb"), p.with_suffix(".md")]
+        hit = next((c for c in candidates if (root / c).exists()), None)
+        if hit is None:
+            raise FileNotFoundError(f"_toc.yml names {entry!r}, which does not exist under {root}")
+        pages.append(hit)
+    return pages
+
+
+def toc_notebooks(root: Path = ROOT) -> list[Path]:
+    """Notebook paths (relative to ``root``) in ``_toc.yml`` order."""
+    return [p for p in toc_pages(root) if p.suffix == ".ipynb"]
+
+
+def source_hash(nb: Path, params: dict, kernel: str) -> str:
+    """Hash of what an execution depends on: the notebook, parameters, kernel name and erc_core's sources."""
+    h = hashlib.sha256()
+    h.update(nb.read_bytes())
+    h.update(json.dumps(params, sort_keys=True).encode())
+    h.update(kernel.encode())
+    for src in sorted((ROOT / "erc_core").rglob("*.py")):
+        h.update(str(src.relative_to(ROOT)).encode())
+        h.update(src.read_bytes())
+    return h.hexdigest()
+
+
+def stage_sources(stage: Path, root: Path = ROOT) -> None:
+    """Fresh copy of the non-notebook book sources into ``stage`` (notebooks are added after execution)."""
+    if stage.exists():
+        shutil.rmtree(stage)
+    stage.mkdir(parents=True)
+    for name in SOURCES:
+        src = root / name
+        if src.is_dir():
+            shutil.copytree(src, stage / name, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+        elif src.exists():
+            shutil.copy2(src, stage / name)
+
+
+def execute(nb: Path, out: Path, params: dict, kernel: str, timeout: int) -> None:
+    """Run notebook ``nb`` (absolute path) with papermill, cwd = its folder, into ``out``."""
+    import papermill as pm
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pm.execute_notebook(
+        str(nb), str(out), parameters=params, kernel_name=kernel, cwd=str(nb.parent),
+        progress_bar=False, log_output=False, request_save_on_cell_execute=False, execution_timeout=timeout,
+    )
+
+
+def report(rows: list[tuple[str, str, float, str]]) -> str:
+    """A QuantEcon-style execution report: | Notebook | Method | Run Time (s) | Status |."""
+    head = ("Notebook", "Method", "Run Time (s)", "Status")
+    cells = [head] + [(n, m, f"{t:.1f}", s) for n, m, t, s in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(4)]
+    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(head), sep] + [line(r) for r in cells[1:]])
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--root", type=Path, default=ROOT, help="book root holding _toc.yml (default: the repo)")
+    ap.add_argument("--stage", type=Path, default=None, help="staging folder for the build (ROOT/_build/src)")
+    ap.add_argument("--cache", type=Path, default=None, help="executed-notebook cache (ROOT/_build/executed)")
+    ap.add_argument("--kernel", default="erc-book", help="Jupyter kernel (env.sh registers erc-book in .venv)")
+    ap.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                    help="papermill parameter for every notebook (VALUE parsed as YAML)")
+    ap.add_argument("--only", nargs="+", default=None, help="run only these notebooks (paths as in _toc.yml)")
+    ap.add_argument("--force", action="store_true", help="re-execute even if a cached copy is up to date")
+    ap.add_argument("--timeout", type=int, default=600, help="per-cell timeout in seconds")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    root = args.root.resolve()
+    stage = args.stage or root / "_build" / "src"
+    cache = args.cache or root / "_build" / "executed"
+    params = {name: yaml.safe_load(value) for name, value in args.parameter}
+    notebooks = toc_notebooks(root)
+    if args.only:
+        wanted = {str(Path(o).with_suffix("")) for o in args.only}
+        notebooks = [nb for nb in notebooks if str(nb.with_suffix("")) in wanted]
+    stage_sources(stage, root)
+    for page in toc_pages(root):  # markdown pages outside book/ (notebooks come after execution)
+        if page.suffix != ".ipynb" and not (stage / page).exists():
+            (stage / page).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / page, stage / page)
+    rows, failed = [], []
+    t0 = time.perf_counter()
+    for nb in notebooks:
+        cached, stamp = cache / nb, cache / (str(nb) + ".sha256")
+        key = source_hash(root / nb, params, args.kernel)
+        method, status, t = "cache", "ok", 0.0
+        if args.force or not cached.exists() or not stamp.exists() or stamp.read_text() != key:
+            method = "papermill"
+            stamp.unlink(missing_ok=True)
+            print(f"[run_notebooks] executing {nb} ...", flush=True)
+            start = time.perf_counter()
+            try:
+                execute(root / nb, cached, params, args.kernel, args.timeout)
+                stamp.write_text(key)
+            except Exception as exc:  # papermill's PapermillExecutionError names the cell and the exception
+                status = "FAILED"
+                failed.append(str(nb))
+                print(f"[run_notebooks] {nb} FAILED: {exc}", file=sys.stderr, flush=True)
+            t = time.perf_counter() - start
+        rows.append((str(nb), method, t, status))
+        if status == "ok":
+            (stage / nb).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(cached, stage / nb)
+    print(report(rows))
+    print(f"[run_notebooks] {len(notebooks)} notebook(s) in {time.perf_counter() - t0:.1f} s; staged in {stage}")
+    if failed:
+        print(f"[run_notebooks] FAILED: {', '.join(failed)} (partial output in {cache})", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""The book's pipeline: the chapter list, the notebooks in git, chapter 1 under papermill, the built HTML.
+
+The papermill tests start a Jupyter kernel (a few seconds each) and are marked ``notebook``; the HTML checks
+run only when ``_build/html`` exists (after ``bash scripts/book.sh``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import urlparse
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+HTML = ROOT / "_build" / "html"
+
+
+def _load_runner():
+    spec = importlib.util.spec_from_file_location("run_notebooks", ROOT / "scripts" / "run_notebooks.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+runner = _load_runner()
+
+
+def _kernel() -> str:
+    """The venv's registered kernel (scripts/env.sh), else python3 (the interpreter running the tests)."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    return "erc-book" if "erc-book" in KernelSpecManager().find_kernel_specs() else "python3"
+
+
+# ---------------------------------------------------------------------------------------------- sources
+def test_toc_lists_every_chapter_and_page():
+    pages = runner.toc_pages()
+    assert pages[0] == Path("book/intro.md")
+    assert Path("notebooks/01_entropy_ratio.ipynb") in pages
+    assert {Path("book/api.md"), Path("book/bibliography.md")} <= set(pages)
+    on_disk = {p.relative_to(ROOT) for p in (ROOT / "notebooks").glob("*.ipynb")}
+    assert on_disk <= set(runner.toc_notebooks()), "a notebook in notebooks/ is missing from _toc.yml"
+
+
+def test_toc_files_walks_parts_chapters_sections():
+    toc = {"root": "a", "parts": [{"caption": "x", "chapters": [{"file": "b", "sections": [{"file": "c"}]}]},
+                                  {"chapters": [{"file": "d"}, {"url": "https://example.org"}]}]}
+    assert runner.toc_files(toc) == ["a", "b", "c", "d"]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.name)
+def test_notebooks_in_git_have_no_outputs_and_a_parameters_cell(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code), f"{path.name} is stored with outputs"
+    assert "widgets" not in nb.metadata, f"{path.name} is stored with widget state"
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# "), "title first"
+    tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1 and "seed" in tagged[0].source
+
+
+def test_report_table_has_one_row_per_notebook():
+    text = runner.report([("notebooks/a.ipynb", "papermill", 1.234, "ok"), ("b.ipynb", "cache", 0.0, "FAILED")])
+    lines = text.splitlines()
+    assert lines[0].startswith("| Notebook") and len(lines) == 4
+    assert "1.2" in lines[2] and "FAILED" in lines[3]
+
+
+# ---------------------------------------------------------------------------------------------- papermill
+def _outputs(nb, kind: str):
+    return [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == kind]
+
+
+@pytest.mark.notebook
+def test_chapter_01_runs_and_its_claims_hold(tmp_path):
+    import papermill as pm
+
+    out = tmp_path / "01.ipynb"
+    params = dict(seed=1, batch_size=3, seq_len=10, vocab_size=6, n_steps=3)
+    pm.execute_notebook(str(ROOT / "notebooks" / "01_entropy_ratio.ipynb"), str(out), parameters=params,
+                        kernel_name=_kernel(), cwd=str(ROOT / "notebooks"), progress_bar=False,
+                        request_save_on_cell_execute=False, execution_timeout=120)
+    nb = nbformat.read(out, as_version=4)
+    assert not _outputs(nb, "error")
+    text = "".join(o.text for o in _outputs(nb, "stream") if o.name == "stdout")
+    line = next(ln for ln in text.splitlines() if ln.startswith("ERC_BOOK_RESULTS "))
+    res = json.loads(line.split(" ", 1)[1])
+    assert all(res["claims"].values()), res["claims"]
+    assert 0 < res["n_gated"] < res["n_response_tokens"] <= 3 * 10
+    assert res["loss_erc"] == pytest.approx(res["loss_ppo"])
+    assert res["rho_collapse_last"] < 0.95 < 1.05 < res["rho_explode_last"]
+    assert res["gated_per_band"] == sorted(res["gated_per_band"], reverse=True)
+    # three captioned figures and one widget whose state is saved for the static HTML
+    images = [o for o in _outputs(nb, "display_data") + _outputs(nb, "execute_result") if "image/png" in o.data]
+    assert len(images) == 3
+    captioned = [c for c in nb.cells if c.metadata.get("mystnb", {}).get("figure", {}).get("caption")]
+    assert len(captioned) == 3
+    views = [o for o in _outputs(nb, "execute_result") if "application/vnd.jupyter.widget-view+json" in o.data]
+    assert len(views) == 1
+    state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    models = {m["model_name"] for m in state.values()}
+    assert {"SelectionSliderModel", "StackModel", "LinkModel", "HTMLModel"} <= models
+
+
+@pytest.mark.notebook
+def test_runner_names_the_failing_notebook(tmp_path, capsys):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Broken"),
+                                         nbformat.v4.new_code_cell("raise RuntimeError('boom')")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "broken.ipynb")
+    (tmp_path / "intro.md").write_text("# Intro\n")
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n  - file: broken\n")
+    rc = runner.main(["--root", str(tmp_path), "--kernel", _kernel()])
+    captured = capsys.readouterr()
+    assert rc == 1
+    assert "FAILED: broken.ipynb" in captured.err and "RuntimeError" in captured.err
+    assert "| broken.ipynb" in captured.out and "FAILED" in captured.out
+    assert (tmp_path / "_build" / "src" / "intro.md").exists()
+    assert not (tmp_path / "_build" / "src" / "broken.ipynb").exists()
+
+
+# ---------------------------------------------------------------------------------------------- built HTML
+class _Loads(HTMLParser):
+    """Collects what a page makes the browser fetch: script src, link href (not <a> links), img/iframe src."""
+
+    def __init__(self):
+        super().__init__()
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag in ("script", "img", "iframe", "source", "audio", "video") and a.get("src"):
+            self.urls.append(a["src"])
+        elif tag == "link" and a.get("href") and a.get("rel") not in ("next", "prev", "index", "search"):
+            self.urls.append(a["href"])
+
+
+built = pytest.mark.skipif(not (HTML / "index.html").exists(), reason="book not built (bash scripts/book.sh)")
+
+
+@built
+def test_built_pages_load_nothing_from_other_hosts():
+    offenders = {}
+    for page in HTML.rglob("*.html"):
+        parser = _Loads()
+        parser.feed(page.read_text(encoding="utf-8"))
+        external = [u for u in parser.urls if urlparse(u).scheme in ("http", "https") or u.startswith("//")]
+        # @import / url(...) in inline styles
+        external += re.findall(r"""url\(\s*['"]?(https?://[^'")]+)""", page.read_text(encoding="utf-8"))
+        if external:
+            offenders[str(page.relative_to(HTML))] = external
+    assert not offenders, offenders
+
+
+@built
+def test_built_chapter_serves_widgets_and_mathjax_locally():
+    page = (HTML / "notebooks" / "01_entropy_ratio.html").read_text(encoding="utf-8")
+    for path in ("_static/require.js", "_static/embed-amd.js", "_static/mathjax/tex-mml-chtml.js"):
+        assert f'src="../{path}' in page, path
+        assert (HTML / path).stat().st_size > 10_000, path
+    assert list((HTML / "_static" / "mathjax" / "output" / "chtml" / "fonts").rglob("*.woff"))
+    assert page.count('src="../_static/embed-amd.js') == 1, "embed-amd.js loaded twice (sliders drawn twice)"
+    assert "application/vnd.jupyter.widget-state+json" in page
+    assert page.count("application/vnd.jupyter.widget-view+json") == 1
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-v"]))
