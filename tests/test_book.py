@@ -128,7 +128,7 @@ def test_runner_names_the_failing_notebook(tmp_path, capsys):
 
 # ---------------------------------------------------------------------------------------------- built HTML
 class _Loads(HTMLParser):
-    """Collects what a page makes the browser fetch: script src, link href (not <a> links), img/iframe src."""
+    """Collects what a page makes the browser fetch: script src, link href (not <a> links, nor rel=canonical|next|prev|index|search metadata), img/iframe src."""
 
     def __init__(self):
         super().__init__()
@@ -138,7 +138,7 @@ class _Loads(HTMLParser):
         a = dict(attrs)
         if tag in ("script", "img", "iframe", "source", "audio", "video") and a.get("src"):
             self.urls.append(a["src"])
-        elif tag == "link" and a.get("href") and a.get("rel") not in ("next", "prev", "index", "search"):
+        elif tag == "link" and a.get("href") and a.get("rel") not in ("next", "prev", "index", "search", "canonical"):
             self.urls.append(a["href"])
 
 
