@@ -86,4 +86,4 @@ def overlong_penalty(lengths: torch.Tensor, max_len: int, buffer_len: int,
     if lengths.numel() and (bool((lengths < 0).any()) or bool((lengths > max_len).any())):
         raise ValueError(f"lengths must be in [0, max_len={max_len}]")
     exceed = lengths.float() - (max_len - buffer_len)
-    return torch.clamp(-exceed / buffer_len * penalty_factor, max=0.0)
+    return torch.clamp(-exceed / buffer_len * penalty_factor, max=0.0) + 0.0  # + 0.0 turns -0.0 into 0.0

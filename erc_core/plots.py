@@ -14,10 +14,12 @@ from matplotlib.colors import ListedColormap, TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-__all__ = ["COLORS", "fig_temperature", "fig_ppo_blind_spot", "fig_erc_gate"]
+__all__ = ["COLORS", "fig_temperature", "fig_ppo_blind_spot", "fig_erc_gate", "fig_offpolicy_drift",
+           "fig_position_drift", "fig_group_advantages", "fig_clip_higher", "fig_agg_weights",
+           "fig_dynamic_sampling", "fig_overlong"]
 
 COLORS = {"old": "#7f7f7f", "collapse": "#1f77b4", "explode": "#d62728", "kept": "#2ca02c", "band": "#2ca02c",
-          "ppo": "#ff7f0e", "low": "#1f77b4", "high": "#d62728", "pad": "#e6e6e6"}
+          "ppo": "#ff7f0e", "erc": "#2ca02c", "low": "#1f77b4", "high": "#d62728", "pad": "#e6e6e6"}
 
 
 def _np(x: torch.Tensor | np.ndarray | Sequence[float]) -> np.ndarray:
@@ -142,4 +144,225 @@ def fig_erc_gate(rho: torch.Tensor, response_mask: torch.Tensor, keep: torch.Ten
     for ax in (ax1, ax2):
         ax.set_yticks(range(batch))
         ax.set_xticks(range(0, seq, max(1, seq // 8)))
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------- chapter 2
+def _envelope(ax, x, rng, color, label, ls="-"):
+    lo, hi = rng[:, 0], rng[:, 1]
+    ax.fill_between(x, lo, hi, color=color, alpha=0.18, lw=0)
+    ax.plot(x, lo, color=color, ls=ls, lw=1.6, label=label)
+    ax.plot(x, hi, color=color, ls=ls, lw=1.6)
+
+
+def fig_offpolicy_drift(ppo, erc, clip: tuple[float, float] = (0.2, 0.28),
+                        erc_bounds: tuple[float, float] = (0.95, 1.05)) -> Figure:
+    """K off-policy updates on the same samples, PPO-clip alone vs with the ERC gate (x: update).
+
+    Top left: range (min to max) of the sampled tokens' ratios; top right: of the un-sampled tokens' ratios
+    pi_k(v) / pi_old(v); bottom left: the entropy ratio per position (thin lines: PPO-clip) and its range;
+    bottom right: mean |rho - 1| over positions.
+
+    Args:
+        ppo, erc: :class:`erc_core.toy.UpdateTrace` of the run without and with the ERC gate.
+        clip: PPO's (clip_low, clip_high).
+        erc_bounds: ERC's (low, high).
+    """
+    x = np.arange(_np(ppo.ratio).shape[0])
+    fig = Figure(figsize=(7.5, 5.8), dpi=120, layout="constrained")
+    axes = fig.subplots(2, 2, sharex=True)
+    band = (1 - clip[0], 1 + clip[1])
+    panels = ((axes[0, 0], "sampled_ratio_range", "sampled tokens: r = pi / pi_old"),
+              (axes[0, 1], "unsampled_ratio_range", "un-sampled tokens: pi(v) / pi_old(v)"))
+    lims = []
+    for ax, meth, title in panels:
+        ax.axhspan(*band, color=COLORS["ppo"], alpha=0.12, lw=0, label=f"PPO clip band [{band[0]:g}, {band[1]:g}]")
+        _envelope(ax, x, _np(getattr(ppo, meth)()), COLORS["ppo"], "PPO-clip")
+        _envelope(ax, x, _np(getattr(erc, meth)()), COLORS["erc"], "PPO-clip + ERC", ls="--")
+        ax.axhline(1.0, color=COLORS["old"], lw=0.8)
+        ax.set(title=title, ylabel="probability ratio")
+        lims += list(ax.get_ylim())
+    for ax, _, _ in panels:
+        ax.set_ylim(min(lims), max(lims))
+    axes[0, 0].legend(frameon=False, fontsize=7, loc="upper left")
+    ax = axes[1, 0]
+    rho_p = _np(ppo.rho)[:, _np(ppo.response_mask).astype(bool)]
+    ax.plot(x, rho_p, color=COLORS["ppo"], lw=0.5, alpha=0.35)
+    ax.axhspan(*erc_bounds, color=COLORS["band"], alpha=0.15, lw=0,
+               label=f"ERC band ({erc_bounds[0]:g}, {erc_bounds[1]:g})")
+    _envelope(ax, x, _np(ppo.rho_range()), COLORS["ppo"], "PPO-clip (lines: positions)")
+    _envelope(ax, x, _np(erc.rho_range()), COLORS["erc"], "PPO-clip + ERC", ls="--")
+    ax.axhline(1.0, color=COLORS["old"], lw=0.8)
+    ax.set(title="entropy ratio rho = H / H_old", xlabel="update", ylabel="rho")
+    ax.legend(frameon=False, fontsize=7, loc="upper left")
+    ax = axes[1, 1]
+    ax.plot(x, _np(ppo.rho_deviation()), color=COLORS["ppo"], marker="o", ms=3, label="PPO-clip")
+    ax.plot(x, _np(erc.rho_deviation()), color=COLORS["erc"], marker="s", ms=3, ls="--", label="PPO-clip + ERC")
+    ax.axhline(erc_bounds[1] - 1.0, color=COLORS["band"], lw=0.8, ls=":", label="half-width of the ERC band")
+    ax.set(title="mean |rho - 1| over positions", xlabel="update", ylabel="|rho - 1|", ylim=(0, None))
+    ax.legend(frameon=False, fontsize=7)
+    return fig
+
+
+def fig_position_drift(probs_old: torch.Tensor, probs_ppo: torch.Tensor, probs_erc: torch.Tensor, token: int,
+                       rho_ppo: float, rho_erc: float, max_tokens: int = 16) -> Figure:
+    """One position's distribution before the updates and after them, with PPO-clip alone and with ERC.
+
+    Args:
+        probs_old, probs_ppo, probs_erc: (V,) the old policy and the two final policies at the position.
+        token: the token sampled there (shaded).
+        rho_ppo, rho_erc: the final entropy ratios (shown in the legend).
+        max_tokens: at most this many (the first) tokens are drawn.
+    """
+    rows = [_np(p)[:max_tokens] for p in (probs_old, probs_ppo, probs_erc)]
+    fig = Figure(figsize=(7.5, 2.9), dpi=120, layout="constrained")
+    ax = fig.subplots()
+    x = np.arange(len(rows[0]))
+    for i, (row, color, label) in enumerate(zip(rows, (COLORS["old"], COLORS["ppo"], COLORS["erc"]),
+                                                ("old policy", f"PPO-clip (rho = {rho_ppo:.2f})",
+                                                 f"PPO-clip + ERC (rho = {rho_erc:.2f})"))):
+        ax.bar(x + (i - 1) * 0.27, row, 0.27, color=color, label=label)
+    if token < len(x):
+        ax.axvspan(token - 0.45, token + 0.45, color="#ffd92f", alpha=0.35, lw=0, label="sampled token")
+    ax.set(xlabel="token", ylabel="probability", xticks=x, title="one position, before and after the updates")
+    ax.legend(frameon=False, fontsize=8)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------- chapter 4
+def fig_group_advantages(scores: torch.Tensor, adv_std: torch.Tensor, adv_mean: torch.Tensor) -> Figure:
+    """Advantage of a correct and of a wrong response against the number of correct responses in the group.
+
+    Args:
+        scores: (G + 1, G) binary rewards, row k holding k ones (``toy.binary_reward_groups``).
+        adv_std: (G + 1, G) GRPO advantages (divided by the group's std).
+        adv_mean: (G + 1, G) Dr. GRPO advantages (mean-centred only).
+    """
+    s, a1, a2 = _np(scores), _np(adv_std), _np(adv_mean)
+    g = s.shape[1]
+    k = s.sum(1)
+    fig = Figure(figsize=(7.5, 3.0), dpi=120, layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, a, title in ((axes[0], a1, "GRPO: (r - mean) / std"), (axes[1], a2, "Dr. GRPO: r - mean")):
+        correct = np.array([a[i][s[i] == 1][0] if (s[i] == 1).any() else np.nan for i in range(len(s))])
+        wrong = np.array([a[i][s[i] == 0][0] if (s[i] == 0).any() else np.nan for i in range(len(s))])
+        ax.plot(k, correct, marker="o", color=COLORS["kept"], label="a correct response")
+        ax.plot(k, wrong, marker="s", color=COLORS["high"], label="a wrong response")
+        ax.axhline(0, color=COLORS["old"], lw=0.8)
+        ax.set(title=title, xlabel=f"correct responses in the group (of {g})", xticks=k)
+    axes[0].set_ylabel("advantage")
+    axes[0].legend(frameon=False, fontsize=8)
+    return fig
+
+
+def fig_clip_higher(ratios: torch.Tensor, curves: dict, clip_c: float, bands: dict, pos_max: float = 2.0) -> Figure:
+    """Per-token loss against the ratio, for A > 0 (left, linear) and A < 0 (right, log); dotted where its gradient is 0.
+
+    Args:
+        ratios: (N,) ratios (x axis, log scale).
+        curves: ``{(name, sign): (loss, dloss_dr)}`` with sign +1 or -1, (N,) tensors each
+            (``toy.per_token_loss_curve``).
+        clip_c: the dual-clip bound (marked on the A < 0 panel).
+        bands: ``{name: (1 - clip_low, 1 + clip_high)}``, the clip band of each setting.
+        pos_max: the A > 0 panel shows ratios up to this value.
+    """
+    r = _np(ratios)
+    fig = Figure(figsize=(7.5, 3.2), dpi=120, layout="constrained")
+    axes = fig.subplots(1, 2)
+    colors = [COLORS["old"], COLORS["ppo"], COLORS["low"], COLORS["high"]]
+    names = list(bands)
+    for ax, sign in ((axes[0], 1), (axes[1], -1)):
+        shown = (r <= pos_max) if sign > 0 else np.ones_like(r, dtype=bool)  # A > 0: nothing happens past the band
+        for i, name in enumerate(names):
+            if (name, sign) not in curves:
+                continue
+            loss, grad = (_np(v)[shown] for v in curves[(name, sign)])
+            flows = grad != 0
+            c = colors[i % len(colors)]
+            lw = 3.2 - 1.4 * i
+            ax.plot(r[shown], np.where(flows, loss, np.nan), color=c, lw=lw, label=f"{name}: gradient")
+            ax.plot(r[shown], np.where(flows, np.nan, loss), color=c, lw=lw, ls=":", label=f"{name}: clipped")
+            for edge in bands[name]:
+                ax.axvline(edge, color=c, lw=0.7, ls="--")
+        ax.axvline(1.0, color="black", lw=0.6)
+        ax.set(xscale="linear" if sign > 0 else "log", ylabel="per-token loss",
+               xlabel="ratio r" if sign > 0 else "ratio r (log scale)",
+               title=f"A = {sign:+d}" + ("" if sign > 0 else f" (dual clip c = {clip_c:g})"))
+    axes[1].axvline(clip_c, color=COLORS["high"], lw=1.0)
+    axes[1].text(clip_c, axes[1].get_ylim()[0], " c", color=COLORS["high"], va="bottom")
+    axes[0].legend(frameon=False, fontsize=7)
+    return fig
+
+
+def fig_agg_weights(lengths: torch.Tensor, weights: dict) -> Figure:
+    """How each aggregation weighs responses of different lengths: per token (left), per response (right).
+
+    Args:
+        lengths: (B,) response lengths.
+        weights: ``{agg_mode: (B,) per-token weight}`` (``toy.agg_token_weights``).
+    """
+    n = _np(lengths).astype(float)
+    fig = Figure(figsize=(7.5, 3.2), dpi=120, layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
+    x = np.arange(len(n))
+    width = 0.8 / len(weights)
+    for i, (name, wt) in enumerate(weights.items()):
+        wt = _np(wt).astype(float)
+        share = wt * n / max(float((wt * n).sum()), 1e-30)
+        off = (i - (len(weights) - 1) / 2) * width
+        ax1.bar(x + off, wt / max(float(wt.max()), 1e-30), width, label=name)
+        ax2.bar(x + off, share, width, label=name)
+    labels = [f"{int(v)}" for v in n]
+    ax1.set(xticks=x, xticklabels=labels, xlabel="response length (tokens)", yscale="log",
+            ylabel="weight of one token (max = 1)", title="weight per token")
+    ax2.set(xticks=x, xticklabels=labels, xlabel="response length (tokens)", ylabel="share of the loss",
+            title="weight per response")
+    ax2.legend(frameon=False, fontsize=7)
+    return fig
+
+
+def fig_dynamic_sampling(accuracies: torch.Tensor, kept: dict, expected: dict) -> Figure:
+    """DAPO dynamic sampling: fraction of groups kept (left) and prompts sampled per kept group (right).
+
+    Args:
+        accuracies: (N,) per-response success probability p.
+        kept: ``{group_size: (N,) measured kept fraction}``.
+        expected: ``{group_size: (N,) closed form 1 - p^G - (1 - p)^G}``.
+    """
+    p = _np(accuracies)
+    fig = Figure(figsize=(7.5, 3.0), dpi=120, layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
+    for i, g in enumerate(kept):
+        c = [COLORS["low"], COLORS["high"], COLORS["kept"], COLORS["ppo"]][i % 4]
+        k, e = _np(kept[g]), _np(expected[g])
+        ax1.plot(p, e, color=c, lw=1.2, label=f"G = {g}: 1 - p^G - (1-p)^G")
+        ax1.plot(p, k, ls="none", marker="o", ms=4, color=c, label=f"G = {g}: measured")
+        inner = e > 0
+        ax2.plot(p[inner], 1.0 / e[inner], color=c, marker="o", ms=3, label=f"G = {g}")
+    ax1.set(xlabel="accuracy p of the policy on the prompt", ylabel="fraction of groups kept",
+            title="groups kept by dynamic sampling", ylim=(-0.03, 1.03))
+    ax1.legend(frameon=False, fontsize=7, loc="lower center")
+    ax2.set(xlabel="accuracy p", ylabel="prompts sampled per kept group", title="cost of filling a batch",
+            ylim=(0.9, None))
+    ax2.legend(frameon=False, fontsize=8, loc="upper center")
+    return fig
+
+
+def fig_overlong(lengths: torch.Tensor, penalty: torch.Tensor, max_len: int, buffer_len: int) -> Figure:
+    """DAPO's soft overlong punishment against the response length.
+
+    Args:
+        lengths: (N,) response lengths.
+        penalty: (N,) ``overlong_penalty(lengths, max_len, buffer_len)``.
+        max_len, buffer_len: the settings used.
+    """
+    fig = Figure(figsize=(7.5, 2.8), dpi=120, layout="constrained")
+    ax = fig.subplots()
+    ax.axvspan(max_len - buffer_len, max_len, color=COLORS["high"], alpha=0.12, lw=0,
+               label=f"buffer: last {buffer_len} tokens")
+    ax.plot(_np(lengths), _np(penalty), color=COLORS["high"], lw=2, label="reward penalty")
+    ax.axvline(max_len, color="black", lw=0.8)
+    ax.text(max_len, -0.5, "max_len ", va="center", ha="right", fontsize=8)
+    ax.set(xlabel="response length (tokens)", ylabel="added to the reward", title="overlong reward shaping")
+    ax.legend(frameon=False, fontsize=8, loc="lower left")
     return fig

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["drift_keep_sampled", "TokenBatch", "token_batch"]
+__all__ = ["drift_keep_sampled", "TokenBatch", "token_batch", "UpdateTrace", "offpolicy_updates", "binary_reward_groups",
+           "per_token_loss_curve", "agg_token_weights", "dynamic_sampling_sweep"]
 
 
 def drift_keep_sampled(old_logits: torch.Tensor, token: int, n_steps: int, *, target: str = "collapse",
@@ -120,3 +121,185 @@ def token_batch(batch_size: int = 4, seq_len: int = 16, vocab_size: int = 8, *, 
     adv = torch.where(torch.rand(batch_size, generator=g) < 0.5, -1.0, 1.0)
     out = (old, new, tokens.reshape(batch_size, seq_len), mask, adv)
     return TokenBatch(*(x.to(device) for x in out))
+
+
+# ---------------------------------------------------------------------------------------------- chapter 2
+@dataclass
+class UpdateTrace:
+    """What K off-policy updates of a toy categorical policy did, position by position (row 0: the old policy).
+
+    Attributes:
+        probs: (K+1, B, T, V) the policy after each update.
+        ratio: (K+1, B, T) the sampled token's probability ratio pi_k(y_t) / pi_old(y_t).
+        entropy: (K+1, B, T) the full-distribution entropy at each position.
+        rho: (K+1, B, T) the entropy ratio H_k / H_old.
+        sampled: (B, T, V) bool, True at the sampled token of each response position.
+        response_mask: (B, T) bool.
+        stats: K dicts, the ``policy_loss`` statistics of each update (computed before its step).
+    """
+
+    probs: torch.Tensor
+    ratio: torch.Tensor
+    entropy: torch.Tensor
+    rho: torch.Tensor
+    sampled: torch.Tensor
+    response_mask: torch.Tensor
+    stats: list
+
+    def prob_ratio(self) -> torch.Tensor:
+        """(K+1, B, T, V) pi_k(v) / pi_old(v) for every token v."""
+        return self.probs / self.probs[0]
+
+    def sampled_ratio_range(self) -> torch.Tensor:
+        """(K+1, 2) min and max of the sampled tokens' ratios over response positions, per update."""
+        r = self.ratio[:, self.response_mask]
+        return torch.stack([r.amin(-1), r.amax(-1)], -1)
+
+    def unsampled_ratio_range(self) -> torch.Tensor:
+        """(K+1, 2) min and max of pi_k(v) / pi_old(v) over the un-sampled tokens of response positions."""
+        keep = ~self.sampled & self.response_mask.unsqueeze(-1)
+        r = self.prob_ratio()[:, keep]
+        return torch.stack([r.amin(-1), r.amax(-1)], -1)
+
+    def rho_range(self) -> torch.Tensor:
+        """(K+1, 2) min and max of the entropy ratio over response positions, per update."""
+        r = self.rho[:, self.response_mask]
+        return torch.stack([r.amin(-1), r.amax(-1)], -1)
+
+    def rho_deviation(self) -> torch.Tensor:
+        """(K+1,) mean over response positions of |rho - 1|, per update."""
+        return (self.rho[:, self.response_mask] - 1.0).abs().mean(-1)
+
+    def outside_band(self, bounds: tuple[float, float]) -> torch.Tensor:
+        """(K+1,) fraction of response positions whose entropy ratio is outside the open band ``bounds``."""
+        r = self.rho[:, self.response_mask]
+        return ((r <= bounds[0]) | (r >= bounds[1])).float().mean(-1)
+
+
+def offpolicy_updates(batch: TokenBatch, n_updates: int, lr: float, *, mode: str = "dapo",
+                      clip_low: float = 0.2, clip_high: float = 0.28, clip_c: float = 10.0,
+                      erc_bounds: tuple[float, float] | None = None) -> UpdateTrace:
+    """K off-policy gradient steps on a toy categorical policy whose parameters are the logits themselves.
+
+    Each response position ``(b, t)`` of ``batch`` is one state with its own logits (``batch.old_logits``, the
+    rollout policy) and one sampled token ``batch.tokens[b, t]``, as in an LLM's response; ``batch.new_logits`` is
+    ignored. Every update recomputes log-probs and entropies, calls
+    :func:`erc_core.losses.policy_loss` against the fixed old pass (``erc_bounds=None``: plain PPO-clip) and takes
+    one plain gradient-descent step. The token-mean loss is multiplied by the number of response tokens, so
+    each position's logits move by ``lr`` times their own per-token gradient whatever the batch size.
+
+    Args:
+        batch: a :class:`TokenBatch` (old logits, sampled tokens, mask, per-response advantages).
+        n_updates: K >= 1 updates on the same samples.
+        lr: gradient-descent step size (> 0).
+        mode, clip_low, clip_high, clip_c, erc_bounds: passed to ``policy_loss``.
+
+    Returns:
+        An :class:`UpdateTrace` with K + 1 rows (row 0: before any update).
+    """
+    # deferred: erc_core.losses imports nothing from here, but keep toy importable on its own
+    from erc_core.entropy import logprobs_and_entropy
+    from erc_core.losses import entropy_ratio, policy_loss
+
+    if n_updates < 1:
+        raise ValueError(f"n_updates must be >= 1, got {n_updates}")
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr}")
+    mask = batch.response_mask.bool()
+    n_tok = float(mask.sum().clamp(min=1))
+    logits = batch.old_logits.detach().clone().float().requires_grad_()
+    with torch.no_grad():
+        old_logp, old_h = logprobs_and_entropy(logits, batch.tokens)
+    probs, ratio, entropy, stats = [], [], [], []
+    for k in range(n_updates + 1):
+        logp, h = logprobs_and_entropy(logits, batch.tokens)
+        probs.append(torch.softmax(logits.detach(), -1))
+        ratio.append((logp.detach() - old_logp).exp())
+        entropy.append(h.detach())
+        if k == n_updates:
+            break
+        loss, st = policy_loss(logp, old_logp, batch.advantages, mask, entropy=h, old_entropy=old_h, mode=mode,
+                               clip_low=clip_low, clip_high=clip_high, clip_c=clip_c, erc_bounds=erc_bounds)
+        (grad,) = torch.autograd.grad(loss * n_tok, logits)
+        with torch.no_grad():
+            logits -= lr * grad
+        stats.append(st)
+    entropy_t = torch.stack(entropy)
+    sampled = torch.zeros_like(probs[0], dtype=torch.bool).scatter_(-1, batch.tokens.unsqueeze(-1), True)
+    return UpdateTrace(probs=torch.stack(probs), ratio=torch.stack(ratio), entropy=entropy_t,
+                       rho=entropy_ratio(entropy_t, old_h.unsqueeze(0)), sampled=sampled, response_mask=mask,
+                       stats=stats)
+
+
+# ---------------------------------------------------------------------------------------------- chapter 4
+def binary_reward_groups(group_size: int) -> torch.Tensor:
+    """Every possible outcome of a group of binary rewards, up to order: (G + 1, G), row k has k ones first."""
+    if group_size < 1:
+        raise ValueError(f"group_size must be >= 1, got {group_size}")
+    return (torch.arange(group_size).unsqueeze(0) < torch.arange(group_size + 1).unsqueeze(1)).float()
+
+
+def per_token_loss_curve(ratios: torch.Tensor, advantage: float, *, mode: str = "dapo", clip_low: float = 0.2,
+                         clip_high: float = 0.28, clip_c: float = 10.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The per-token policy loss of ``mode`` and its derivative as functions of the ratio, for one advantage.
+
+    Args:
+        ratios: (N,) probability ratios r > 0.
+        advantage: the token's advantage A.
+        mode, clip_low, clip_high, clip_c: as in :func:`erc_core.losses.policy_loss` (base loss, no ERC gate).
+
+    Returns:
+        ``(loss, dloss_dr)``, (N,) each; ``dloss_dr == 0`` where the clip stops the gradient.
+    """
+    from erc_core.losses import POLICY_LOSSES
+
+    r = ratios.detach().float().clone().requires_grad_()
+    adv = torch.full_like(r, float(advantage))
+    loss, _ = POLICY_LOSSES[mode](r, adv, torch.ones_like(r), clip_low, clip_high, clip_c)
+    (grad,) = torch.autograd.grad(loss.sum(), r)
+    return loss.detach(), grad
+
+
+def agg_token_weights(lengths: torch.Tensor, max_len: int, agg: str) -> torch.Tensor:
+    """The weight ``agg_loss`` gives one token of each response: d(aggregated loss) / d(per-token loss).
+
+    Args:
+        lengths: (B,) response lengths, each in [0, max_len].
+        max_len: T, the padded length.
+        agg: one of :data:`erc_core.losses.AGG_MODES`.
+
+    Returns:
+        (B,) the weight of each response's tokens (0 for an empty response); a response's total weight is
+        ``weight * length``.
+    """
+    from erc_core.losses import agg_loss
+
+    lengths = torch.as_tensor(lengths)
+    if lengths.ndim != 1 or bool((lengths < 0).any()) or bool((lengths > max_len).any()):
+        raise ValueError(f"lengths must be a 1-D tensor with values in [0, max_len={max_len}]")
+    mask = torch.arange(max_len).unsqueeze(0) < lengths.unsqueeze(1)
+    loss_mat = torch.ones(len(lengths), max_len, requires_grad=True)
+    (grad,) = torch.autograd.grad(agg_loss(loss_mat, mask, agg), loss_mat)
+    return torch.where(lengths > 0, grad[:, 0], torch.zeros(()))
+
+
+def dynamic_sampling_sweep(accuracies: torch.Tensor, n_groups: int, group_size: int,
+                           generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fraction of groups DAPO's dynamic sampling keeps when every response is correct with probability p.
+
+    For each accuracy p, ``n_groups`` groups of ``group_size`` Bernoulli(p) rewards are drawn and passed to
+    :func:`erc_core.advantages.dynamic_sampling_mask`.
+
+    Returns:
+        ``(kept, expected)``, (N,) each: the measured fraction and its closed form ``1 - p^G - (1 - p)^G``.
+    """
+    from erc_core.advantages import dynamic_sampling_mask
+
+    if n_groups < 1 or group_size < 1:
+        raise ValueError("n_groups and group_size must be >= 1")
+    p = torch.as_tensor(accuracies, dtype=torch.float32)
+    kept = torch.stack([
+        dynamic_sampling_mask(torch.bernoulli(torch.full((n_groups, group_size), float(pi)), generator=generator))
+        .float().mean() for pi in p])
+    expected = 1.0 - p ** group_size - (1.0 - p) ** group_size
+    return kept, expected

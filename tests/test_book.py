@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import re
 import sys
 from html.parser import HTMLParser
@@ -107,6 +108,56 @@ def test_chapter_01_runs_and_its_claims_hold(tmp_path):
     state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
     models = {m["model_name"] for m in state.values()}
     assert {"SelectionSliderModel", "StackModel", "LinkModel", "HTMLModel"} <= models
+
+
+def _run_chapter(name: str, params: dict, tmp_path) -> tuple[dict, object]:
+    """Execute notebooks/<name> under papermill with ``params``; return its ERC_BOOK_RESULTS and the notebook."""
+    import papermill as pm
+
+    out = tmp_path / name
+    pm.execute_notebook(str(ROOT / "notebooks" / name), str(out), parameters=params, kernel_name=_kernel(),
+                        cwd=str(ROOT / "notebooks"), progress_bar=False, request_save_on_cell_execute=False,
+                        execution_timeout=120)
+    nb = nbformat.read(out, as_version=4)
+    assert not _outputs(nb, "error")
+    text = "".join(o.text for o in _outputs(nb, "stream") if o.name == "stdout")
+    line = next(ln for ln in text.splitlines() if ln.startswith("ERC_BOOK_RESULTS "))
+    res = json.loads(line.split(" ", 1)[1])
+    assert res["claims"] and all(res["claims"].values()), res["claims"]
+    return res, nb
+
+
+def _figures(nb) -> tuple[int, int]:
+    images = [o for o in _outputs(nb, "display_data") + _outputs(nb, "execute_result") if "image/png" in o.data]
+    captioned = [c for c in nb.cells if c.metadata.get("mystnb", {}).get("figure", {}).get("caption")]
+    return len(images), len(captioned)
+
+
+@pytest.mark.notebook
+def test_chapter_02_runs_and_its_claims_hold(tmp_path):
+    params = dict(seed=1, batch_size=3, seq_len=8, vocab_size=6, n_updates=12)
+    res, nb = _run_chapter("02_ppo_clip_blind_spot.ipynb", params, tmp_path)
+    assert res["n_updates"] == 12 and 0 < res["n_positions"] <= 3 * 8
+    assert len(res["erc_clipfrac"]) == 12 and res["erc_clipfrac"][0] == 0
+    assert res["max_rho_dev_erc"] < res["max_rho_dev_ppo"] and res["mean_rho_dev_erc"] < res["mean_rho_dev_ppo"]
+    s_lo, s_hi = res["sampled_ratio_ppo"]
+    assert 0.8 / math.exp(0.128) <= s_lo < 1 < s_hi <= 1.28 * math.exp(0.128)  # the band, up to one step
+    assert res["late_drift_unsampled"] > res["late_drift_sampled"] + 0.05
+    assert _figures(nb) == (2, 2)
+
+
+@pytest.mark.notebook
+def test_chapter_04_runs_and_its_claims_hold(tmp_path):
+    params = dict(seed=1, group_size=4, lengths=[4, 32], n_groups=128, max_len=64, buffer_len=16)
+    res, nb = _run_chapter("04_grpo_to_dapo.ipynb", params, tmp_path)
+    assert res["group_size"] == 4 and len(res["adv_correct_grpo"]) == 3
+    assert res["adv_correct_drgrpo"] == pytest.approx([0.75, 0.5, 0.25])
+    stop = res["grad_stop_ratio"]
+    assert stop["DAPO (0.2, 0.28)"] > stop["PPO (0.2, 0.2)"] > 1.19
+    assert res["share_token_mean"] == pytest.approx([4 / 36, 32 / 36], rel=1e-5)
+    assert res["share_seq_mean_token_mean"] == pytest.approx([0.5, 0.5])
+    assert res["kept_fraction"][0] == 0 == res["kept_fraction"][-1] and res["penalty_at_max_len"] == -1
+    assert _figures(nb) == (5, 5)
 
 
 @pytest.mark.notebook

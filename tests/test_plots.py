@@ -139,3 +139,41 @@ def test_erc_band_slider_needs_a_band(batch_pass):
     b, _, old_h, _, h = batch_pass
     with pytest.raises(ValueError):
         widgets.erc_band_slider(h, old_h, b.response_mask, [])
+
+
+# ---------------------------------------------------------------------------------------------- chapters 2 and 4
+def test_fig_offpolicy_drift_and_position():
+    b = toy.token_batch(2, 6, 5, drift_scale=0.0, generator=torch.Generator().manual_seed(1))
+    ppo = toy.offpolicy_updates(b, 4, 0.1)
+    erc = toy.offpolicy_updates(b, 4, 0.1, erc_bounds=(0.95, 1.05))
+    fig = plots.fig_offpolicy_drift(ppo, erc)
+    assert len(fig.axes) == 4 and all(ax.has_data() for ax in fig.axes)
+    assert _png_bytes(fig) > 10_000
+    fig = plots.fig_position_drift(ppo.probs[0, 0, 0], ppo.probs[-1, 0, 0], erc.probs[-1, 0, 0],
+                                   int(b.tokens[0, 0]), 1.1, 1.0)
+    assert len(fig.axes) == 1 and len(fig.axes[0].patches) >= 3 * 5
+    assert _png_bytes(fig) > 10_000
+
+
+def test_figs_of_chapter_4():
+    from erc_core.advantages import grpo_advantages, overlong_penalty
+
+    s = toy.binary_reward_groups(4)
+    fig = plots.fig_group_advantages(s, grpo_advantages(s), grpo_advantages(s, norm_by_std=False))
+    assert len(fig.axes) == 2 and _png_bytes(fig) > 10_000
+    r = torch.logspace(-0.5, 1.3, 50)
+    curves = {(n, a): toy.per_token_loss_curve(r, a, clip_high=h) for n, h in (("sym", 0.2), ("hi", 0.28))
+              for a in (1, -1)}
+    fig = plots.fig_clip_higher(r, curves, 10.0, {"sym": (0.8, 1.2), "hi": (0.8, 1.28)})
+    assert len(fig.axes) == 2 and all(ax.has_data() for ax in fig.axes) and _png_bytes(fig) > 10_000
+    lengths = torch.tensor([4, 16, 64])
+    fig = plots.fig_agg_weights(lengths, {a: toy.agg_token_weights(lengths, 64, a)
+                                          for a in ("token-mean", "seq-mean-token-mean")})
+    assert len(fig.axes[1].patches) == 6 and _png_bytes(fig) > 10_000
+    p = torch.linspace(0, 1, 5)
+    kept, exp = toy.dynamic_sampling_sweep(p, 50, 4)
+    fig = plots.fig_dynamic_sampling(p, {4: kept}, {4: exp})
+    assert len(fig.axes) == 2 and _png_bytes(fig) > 10_000
+    n = torch.arange(0, 65)
+    fig = plots.fig_overlong(n, overlong_penalty(n, 64, 16), 64, 16)
+    assert fig.axes[0].has_data() and _png_bytes(fig) > 10_000
