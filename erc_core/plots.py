@@ -161,7 +161,7 @@ def fig_offpolicy_drift(ppo, erc, clip: tuple[float, float] = (0.2, 0.28),
 
     Top left: range (min to max) of the sampled tokens' ratios; top right: of the un-sampled tokens' ratios
     pi_k(v) / pi_old(v); bottom left: the entropy ratio per position (thin lines: PPO-clip) and its range;
-    bottom right: mean |rho - 1| over positions.
+    bottom right: mean ``|rho - 1|`` over positions.
 
     Args:
         ppo, erc: :class:`erc_core.toy.UpdateTrace` of the run without and with the ERC gate.

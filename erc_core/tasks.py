@@ -85,7 +85,7 @@ class _Task:
 
 
 class ArithmeticTask(_Task):
-    """``a op b`` with integers in [0, max_operand] and op in ``ops`` (subset of "+-*").
+    """``a op b`` with integers in [0, max_operand] and op in ``ops`` (a subset of ``"+-*"``).
 
     prompt ``"37+45="``, answer ``"82"``; reward 1.0 iff the response is that integer (strict: nothing else).
     """

@@ -167,7 +167,7 @@ class UpdateTrace:
         return torch.stack([r.amin(-1), r.amax(-1)], -1)
 
     def rho_deviation(self) -> torch.Tensor:
-        """(K+1,) mean over response positions of |rho - 1|, per update."""
+        """(K+1,) mean over response positions of ``|rho - 1|``, per update."""
         return (self.rho[:, self.response_mask] - 1.0).abs().mean(-1)
 
     def outside_band(self, bounds: tuple[float, float]) -> torch.Tensor:
