@@ -10,12 +10,16 @@ The semantics follow the official ERC code (Kwai-Klear/ERC, ``verl/trainer/ppo/c
    gradient;
 3. aggregation: "token-mean" divides by ALL response tokens, gated ones included.
 
-Every base mode is a function ``(ratio, advantages, mask, clip_low, clip_high, clip_c) -> (loss_mat, stats)`` kept
-in :data:`POLICY_LOSSES` (a registry in the style of verl's ``register_policy_loss``).
+Every base mode is a function ``(ratio, advantages, mask, clip_low, clip_high, clip_c, *, log_prob, log_ratio,
+**options) -> (loss_mat, stats)`` kept in :data:`POLICY_LOSSES` (a registry in the style of verl's
+``register_policy_loss``): "dapo", "gppo", and the other entropy controls "clip_cov" and "kl_cov" (Cui et al. 2025),
+which the ERC gate can also be put on top of. All modes clamp the log-ratio to [-20, 20] (verl's clip_cov / kl_cov do
+not; it only matters beyond that range).
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Callable
 
@@ -121,7 +125,8 @@ def _dual_clip(loss_clipped: torch.Tensor, advantages: torch.Tensor, clip_c: flo
 
 @register_policy_loss("dapo")
 def dapo_loss(ratio: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, clip_low: float,
-              clip_high: float, clip_c: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+              clip_high: float, clip_c: float, *, log_prob: torch.Tensor,
+              log_ratio: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """PPO clip with decoupled bounds ``clip(r, 1 - clip_low, 1 + clip_high)`` and dual clip (B, T) -> (B, T)."""
     loss1 = -advantages * ratio
     loss2 = -advantages * torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
@@ -132,7 +137,8 @@ def dapo_loss(ratio: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
 
 @register_policy_loss("gppo")
 def gppo_loss(ratio: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, clip_low: float,
-              clip_high: float, clip_c: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+              clip_high: float, clip_c: float, *, log_prob: torch.Tensor,
+              log_ratio: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """GPPO's gradient-preserving clip: out of [1-clip_low, 1+clip_high] the VALUE is clipped, yet the gradient
     flows, scaled by the bound: ``clamp(r, (1-clip_low) * r / sg(r), (1+clip_high) * r / sg(r))``. (B, T) -> (B, T).
     """
@@ -144,6 +150,71 @@ def gppo_loss(ratio: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
     clipped = torch.maximum(loss1, loss2)
     loss, frac_lower = _dual_clip(clipped, advantages, clip_c, mask)
     return loss, {"ppo_clipfrac": masked_mean((loss2 > loss1).float(), mask), "ppo_clipfrac_lower": frac_lower}
+
+
+def _token_covariance(advantages: torch.Tensor, log_prob: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-token centred product (A - mean A) (logp - mean logp), means over response tokens. (B, T) -> (B, T)."""
+    logp = log_prob.detach()
+    return (advantages - masked_mean(advantages, mask)) * (logp - masked_mean(logp, mask))
+
+
+@register_policy_loss("clip_cov")
+def clip_cov_loss(ratio: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, clip_low: float,
+                  clip_high: float, clip_c: float, *, log_prob: torch.Tensor, log_ratio: torch.Tensor,
+                  clip_cov_ratio: float = 2e-4, clip_cov_lb: float = 1.0, clip_cov_ub: float = 5.0,
+                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Clip-Cov (Cui et al. 2025, "The Entropy Mechanism of RL for Reasoning LMs"; verl's ``clip_cov``).
+
+    PPO clip with decoupled bounds (no dual clip), then ``max(1, int(clip_cov_ratio * n_tokens))`` tokens drawn at
+    random among those with ``clip_cov_lb < (A - mean A)(logp - mean logp) < clip_cov_ub`` that the ratio clip did
+    not already clip lose their gradient AND their loss (multiplied by 0). (B, T) -> (B, T).
+    """
+    if not clip_cov_ratio > 0:
+        raise ValueError(f"clip_cov_ratio must be > 0, got {clip_cov_ratio!r}")
+    if not clip_cov_lb < clip_cov_ub:
+        raise ValueError(f"clip_cov_lb must be < clip_cov_ub, got {clip_cov_lb!r} >= {clip_cov_ub!r}")
+    valid = mask.bool()
+    loss1 = -advantages * ratio
+    loss2 = -advantages * torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
+    ratio_clipped = (loss2 > loss1) & valid
+    cov = _token_covariance(advantages, log_prob, mask)
+    candidates = torch.nonzero(((cov > clip_cov_lb) & (cov < clip_cov_ub) & valid & ~ratio_clipped).reshape(-1))[:, 0]
+    n_clip = max(int(clip_cov_ratio * float(mask.sum())), 1)
+    chosen = candidates[torch.randperm(len(candidates), generator=generator)[:n_clip].to(candidates.device)]
+    corr = torch.ones(ratio.numel(), dtype=ratio.dtype, device=ratio.device)
+    corr[chosen] = 0.0
+    corr = corr.reshape(ratio.shape)
+    loss = torch.maximum(loss1, loss2) * corr
+    zero = torch.zeros((), dtype=ratio.dtype)
+    return loss, {"ppo_clipfrac": masked_mean(ratio_clipped.to(ratio.dtype), mask), "ppo_clipfrac_lower": zero,
+                  "cov_clipfrac": masked_mean((corr == 0).to(ratio.dtype), mask)}
+
+
+@register_policy_loss("kl_cov")
+def kl_cov_loss(ratio: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, clip_low: float,
+                clip_high: float, clip_c: float, *, log_prob: torch.Tensor, log_ratio: torch.Tensor,
+                kl_cov_ratio: float = 2e-4,
+                ppo_kl_coef: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """KL-Cov (Cui et al. 2025; verl's ``kl_cov``): NO ratio clip (``-A r`` everywhere); the
+    ``max(1, int(kl_cov_ratio * n_tokens))`` response tokens with the largest ``(A - mean A)(logp - mean logp)``
+    get ``ppo_kl_coef * |logp - old_logp|`` added. ``clip_low``/``clip_high``/``clip_c`` are unused. (B, T) -> (B, T).
+    """
+    if not kl_cov_ratio > 0:
+        raise ValueError(f"kl_cov_ratio must be > 0, got {kl_cov_ratio!r}")
+    if not (math.isfinite(ppo_kl_coef) and ppo_kl_coef >= 0):
+        raise ValueError(f"ppo_kl_coef must be a finite number >= 0, got {ppo_kl_coef!r}")
+    loss = -advantages * ratio
+    valid_idx = torch.nonzero(mask.bool().reshape(-1))[:, 0]
+    penalised = torch.zeros(ratio.numel(), dtype=torch.bool, device=ratio.device)
+    if len(valid_idx):
+        cov = _token_covariance(advantages, log_prob, mask).reshape(-1)[valid_idx]
+        k = max(1, int(len(valid_idx) * kl_cov_ratio))
+        penalised[valid_idx[torch.topk(cov, k).indices]] = True
+    penalised = penalised.reshape(ratio.shape)
+    loss = torch.where(penalised, loss + ppo_kl_coef * log_ratio.abs(), loss)
+    zero = torch.zeros((), dtype=ratio.dtype)
+    return loss, {"ppo_clipfrac": zero, "ppo_clipfrac_lower": zero,
+                  "cov_klfrac": masked_mean(penalised.to(ratio.dtype), mask)}
 
 
 # ----------------------------------------------------------------------------------------------- policy_loss
@@ -165,12 +236,18 @@ def _check_clip(clip_low: float, clip_high: float, clip_c: float) -> None:
         raise ValueError(f"clip_c (dual-clip bound for A < 0) must be > 1 (inf disables it), got {clip_c!r}")
 
 
+def _mode_options(fn: BaseLoss) -> set[str]:
+    """The keyword-only options a base mode accepts beyond the common ``log_prob`` / ``log_ratio``."""
+    params = inspect.signature(fn).parameters.values()
+    return {p.name for p in params if p.kind is p.KEYWORD_ONLY} - {"log_prob", "log_ratio"}
+
+
 def policy_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor,
                 response_mask: torch.Tensor, *, entropy: torch.Tensor | None = None,
                 old_entropy: torch.Tensor | None = None, mode: str = "dapo", clip_low: float = 0.2,
                 clip_high: float = 0.28, clip_c: float = 10.0,
                 erc_bounds: tuple[float, float] | None = (0.95, 1.05),
-                agg: str = "token-mean") -> tuple[torch.Tensor, dict[str, float]]:
+                agg: str = "token-mean", mode_options: dict | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Clipped policy-gradient loss with the ERC gate, as in the official ``grpo_erc`` / ``gppo_erc``.
 
     Args:
@@ -186,6 +263,8 @@ def policy_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: 
         erc_bounds: (low, high) with 0 <= low < 1 < high; tokens whose entropy ratio leaves the open band lose
             their gradient. ``None`` gives the base loss.
         agg: one of :data:`AGG_MODES`; "token-mean" divides by all response tokens.
+        mode_options: extra keyword arguments of the base mode, e.g. ``{"clip_cov_ratio": 2e-4}`` for "clip_cov"
+            or ``{"kl_cov_ratio": 2e-3, "ppo_kl_coef": 1.0}`` for "kl_cov".
 
     Returns:
         ``(loss, stats)``: scalar loss, and floats ``ppo_clipfrac``, ``ppo_clipfrac_lower``, ``ppo_kl``,
@@ -217,7 +296,14 @@ def policy_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: 
     mask = response_mask.to(log_prob.dtype)
     log_ratio = torch.clamp(log_prob - old_log_prob, -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
     ratio = torch.exp(log_ratio)
-    loss_mat, base_stats = POLICY_LOSSES[mode](ratio, advantages, mask, clip_low, clip_high, clip_c)
+    base = POLICY_LOSSES[mode]
+    options = dict(mode_options or {})
+    allowed = _mode_options(base)
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise ValueError(f"mode_options {unknown} are not options of mode {mode!r} (allowed: {sorted(allowed)})")
+    loss_mat, base_stats = base(ratio, advantages, mask, clip_low, clip_high, clip_c, log_prob=log_prob,
+                                log_ratio=log_ratio, **options)
 
     stats = {k: float(v) for k, v in base_stats.items()}
     stats["ppo_kl"] = float(masked_mean(-log_ratio.detach(), mask))

@@ -137,19 +137,19 @@ def test_agg_reference_values(agg, expected):
 
 
 @pytest.mark.parametrize("agg", AGG_MODES)
-@pytest.mark.parametrize("mode", ["dapo", "gppo"])
+@pytest.mark.parametrize("mode", ["dapo", "gppo", "clip_cov", "kl_cov"])
 def test_all_zero_mask_gives_zero_loss_and_zero_grad(agg, mode):
     lp = torch.randn(3, 4, dtype=D, requires_grad=True)
     ent = torch.rand(3, 4, dtype=D)
     loss, stats = policy_loss(lp, torch.randn(3, 4, dtype=D), torch.randn(3, 4, dtype=D), torch.zeros(3, 4),
-                              entropy=ent, old_entropy=2 * ent, mode=mode, agg=agg)
+                              entropy=ent, old_entropy=2 * ent, mode=mode, agg=agg, mode_options=options(mode))
     loss.backward()
     assert loss.item() == 0.0 and torch.count_nonzero(lp.grad) == 0
     assert all(math.isfinite(v) for v in stats.values())
 
 
 # ------------------------------------------------------------------ gradients in float64
-@pytest.mark.parametrize("mode", ["dapo", "gppo"])
+@pytest.mark.parametrize("mode", ["dapo", "gppo", "clip_cov", "kl_cov"])
 @pytest.mark.parametrize("agg", AGG_MODES)
 def test_gradcheck_policy_loss(mode, agg):
     g = torch.Generator().manual_seed(0)
@@ -162,7 +162,8 @@ def test_gradcheck_policy_loss(mode, agg):
 
     def loss(x, erc_bounds):
         return policy_loss(x, old, adv, mask, entropy=h, old_entropy=h_old, mode=mode, agg=agg,
-                           clip_high=0.2 if mode == "gppo" else 0.28, erc_bounds=erc_bounds)[0]
+                           clip_high=0.2 if mode == "gppo" else 0.28, erc_bounds=erc_bounds,
+                           mode_options=options(mode))[0]
 
     # Finite differences see every token's VALUE move, but two kinds of token have a gradient that is not the
     # derivative of the value on purpose: ERC-gated tokens (stopped) and, in GPPO, clipped tokens (preserved and
@@ -199,17 +200,26 @@ def batches(draw):
     mask = (torch.rand(b, t, generator=g) > 0.3).to(D)
     h_old = torch.rand(b, t, dtype=D, generator=g) * 3
     h = h_old * torch.exp(0.1 * torch.randn(b, t, dtype=D, generator=g))
-    mode = draw(st.sampled_from(["dapo", "gppo"]))
+    mode = draw(st.sampled_from(["dapo", "gppo", "clip_cov", "kl_cov"]))
     agg = draw(st.sampled_from(AGG_MODES))
     low = draw(st.floats(0.0, 0.99))
     high = draw(st.floats(1.01, 3.0))
     return dict(lp=lp, old=old, adv=adv, mask=mask, h=h, h_old=h_old, mode=mode, agg=agg, bounds=(low, high))
 
 
+def options(mode: str) -> dict:
+    """Mode options with large covariance fractions so the cov modes act, and a fresh fixed-seed generator."""
+    if mode == "clip_cov":
+        return dict(clip_cov_ratio=0.3, clip_cov_lb=-1.0, clip_cov_ub=5.0, generator=torch.Generator().manual_seed(0))
+    if mode == "kl_cov":
+        return dict(kl_cov_ratio=0.3, ppo_kl_coef=1.0)
+    return {}
+
+
 def loss_and_token_grads(c, bounds):
     lp = c["lp"].clone().requires_grad_()
     loss, stats = policy_loss(lp, c["old"], c["adv"], c["mask"], entropy=c["h"], old_entropy=c["h_old"],
-                              mode=c["mode"], agg=c["agg"], erc_bounds=bounds)
+                              mode=c["mode"], agg=c["agg"], erc_bounds=bounds, mode_options=options(c["mode"]))
     loss.backward()
     return loss.detach(), lp.grad, stats
 
@@ -246,13 +256,69 @@ def test_on_policy_nothing_is_gated(c):
     assert torch.equal(loss, base_loss) and torch.equal(grad, base_grad)
 
 
+# ------------------------------------------------------------------ Clip-Cov / KL-Cov (hand-worked)
+# one sequence, 4 response tokens: A = [2, 0, 0, -2], logp = [-1, -2, -3, -2] -> means 0 and -2,
+# covariances (A - 0)(logp + 2) = [2, 0, 0, 0]: token 0 is the only one in (1, 5) and the largest.
+COV_ADV = torch.tensor([[2.0, 0.0, 0.0, -2.0]], dtype=D)
+COV_LOGP = torch.tensor([[-1.0, -2.0, -3.0, -2.0]], dtype=D)
+
+
+def test_clip_cov_reference():
+    lp = COV_LOGP.clone().requires_grad_()
+    loss, s = policy_loss(lp, COV_LOGP, COV_ADV, torch.ones(1, 4), erc_bounds=None, mode="clip_cov",
+                          mode_options=dict(clip_cov_ratio=1e-4, clip_cov_lb=1.0, clip_cov_ub=5.0))
+    loss.backward()
+    assert loss.item() == pytest.approx((0 + 0 + 0 + 2) / 4)   # token 0's loss is multiplied by 0
+    assert lp.grad.tolist() == [[0.0, 0.0, 0.0, 0.5]]
+    assert s["cov_clipfrac"] == 0.25 and s["ppo_clipfrac"] == 0.0
+
+
+def test_clip_cov_spares_ratio_clipped_tokens_and_is_seeded():
+    old = COV_LOGP.clone()
+    old[0, 0] -= 1.0                                            # token 0: ratio e > 1.28 with A > 0 -> clipped
+    opts = dict(clip_cov_ratio=1e-4, clip_cov_lb=1.0, clip_cov_ub=5.0)
+    _, s = policy_loss(COV_LOGP, old, COV_ADV, torch.ones(1, 4), erc_bounds=None, mode="clip_cov", mode_options=opts)
+    assert s["cov_clipfrac"] == 0.0 and s["ppo_clipfrac"] == 0.25  # its only candidate was already clipped
+    g = torch.Generator().manual_seed(0)
+    lp = torch.randn(8, 16, dtype=D, generator=g)
+    adv = torch.randn(8, 16, dtype=D, generator=g)
+    opts = dict(clip_cov_ratio=0.1, clip_cov_lb=-10.0, clip_cov_ub=10.0)
+    runs = [policy_loss(lp, lp, adv, torch.ones(8, 16), erc_bounds=None, mode="clip_cov",
+                        mode_options=dict(opts, generator=torch.Generator().manual_seed(s)))[0] for s in (1, 1, 2)]
+    assert runs[0] == runs[1] and runs[0] != runs[2]
+
+
+def test_kl_cov_reference():
+    lp = COV_LOGP.clone().requires_grad_()
+    old = COV_LOGP.clone()
+    old[0, 0] -= 0.1                                            # token 0: log-ratio 0.1
+    loss, s = policy_loss(lp, old, COV_ADV, torch.ones(1, 4), erc_bounds=None, mode="kl_cov",
+                          mode_options=dict(kl_cov_ratio=1e-4, ppo_kl_coef=1.0))
+    loss.backward()
+    r = math.exp(0.1)
+    assert loss.item() == pytest.approx((-2 * r + 0.1 + 0 + 0 + 2) / 4)  # no ratio clip anywhere
+    assert lp.grad[0, 0].item() == pytest.approx((-2 * r + 1.0) / 4)      # d/dlogp of -A r + |log r|
+    assert lp.grad[0, 3].item() == pytest.approx(0.5)
+    assert s["cov_klfrac"] == 0.25
+
+
+def test_unknown_mode_options():
+    with pytest.raises(ValueError, match="mode_options"):
+        policy_loss(*args(), erc_bounds=None, mode="dapo", mode_options={"clip_cov_ratio": 0.1})
+    with pytest.raises(ValueError, match="clip_cov_ratio"):
+        policy_loss(*args(), erc_bounds=None, mode="clip_cov", mode_options={"clip_cov_ratio": 0.0})
+    with pytest.raises(ValueError, match="ppo_kl_coef"):
+        policy_loss(*args(), erc_bounds=None, mode="kl_cov", mode_options={"ppo_kl_coef": -1.0})
+
+
 @settings(max_examples=30, deadline=None)
 @given(batches())
 def test_sequence_advantages_broadcast(c):
     adv_seq = c["adv"][:, 0]
-    a = policy_loss(c["lp"], c["old"], adv_seq, c["mask"], erc_bounds=None, mode=c["mode"], agg=c["agg"])[0]
+    a = policy_loss(c["lp"], c["old"], adv_seq, c["mask"], erc_bounds=None, mode=c["mode"], agg=c["agg"],
+                    mode_options=options(c["mode"]))[0]
     b = policy_loss(c["lp"], c["old"], adv_seq[:, None].expand_as(c["lp"]), c["mask"], erc_bounds=None,
-                    mode=c["mode"], agg=c["agg"])[0]
+                    mode=c["mode"], agg=c["agg"], mode_options=options(c["mode"]))[0]
     assert torch.equal(a, b)
 
 
