@@ -255,7 +255,9 @@ def per_token_loss_curve(ratios: torch.Tensor, advantage: float, *, mode: str = 
 
     r = ratios.detach().float().clone().requires_grad_()
     adv = torch.full_like(r, float(advantage))
-    loss, _ = POLICY_LOSSES[mode](r, adv, torch.ones_like(r), clip_low, clip_high, clip_c)
+    log_r = r.detach().log()
+    loss, _ = POLICY_LOSSES[mode](r, adv, torch.ones_like(r), clip_low, clip_high, clip_c, log_prob=log_r,
+                                  log_ratio=log_r)
     (grad,) = torch.autograd.grad(loss.sum(), r)
     return loss.detach(), grad
 
