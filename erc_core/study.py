@@ -1,0 +1,273 @@
+"""Grid studies: many :func:`erc_core.train.train` runs (variants x seeds) in a process pool, one tidy table.
+
+A grid file (YAML) names the variants; each is a preset plus a short diff, and ``base`` applies to all::
+
+    base: {steps: 60, eval_every: 10}
+    seeds: 3
+    variants:
+      - {name: dapo,     config: configs/tiny_arith_dapo.yaml}
+      - {name: dapo_erc, config: configs/tiny_arith_erc.yaml}
+      - {name: erc_0.9,  config: configs/tiny_arith_erc.yaml, set: {erc_low: 0.9, erc_high: 1.1}}
+
+``python -m erc_core.study --grid grids/small.yaml --seeds 3 --out results/small`` runs every (variant, seed) in
+``out/runs/<variant>__seed<k>/`` with a pool sized to the machine, skips finished runs and resumes half-finished
+ones from their checkpoints (so an interrupted study is simply started again), then writes
+
+- ``out/metrics.csv``: one row per (run, step): ``run_id, variant, seed, step`` and every metric of that step;
+- ``out/runs.csv``: one row per run: its config file, overrides, status and wall time.
+
+:func:`summarize` reduces the table to one number per run (e.g. the mean of the last steps, or the step-to-step
+variability of a metric) and reports, per variant, the mean over seeds with a 95% t-interval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import multiprocessing as mp
+import os
+import re
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from scipy import stats as sps
+
+__all__ = ["Variant", "Grid", "load_grid", "run_id", "run_grid", "collect", "per_run", "summarize", "ci95", "main"]
+
+_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One arm of a study: a preset file plus overrides (``set``)."""
+
+    name: str
+    config: str
+    overrides: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The variants, the overrides shared by all of them, and the default number of seeds."""
+
+    variants: tuple[Variant, ...]
+    base: dict = field(default_factory=dict)
+    seeds: int = 3
+
+
+def load_grid(path: str | os.PathLike) -> Grid:
+    """Read a grid YAML (see the module docstring). Config paths are relative to the grid file, else to the CWD.
+
+    Raises ``ValueError`` naming the bad key: no variants, duplicate or unsafe names, missing config files.
+    """
+    path = Path(path)
+    raw = yaml.safe_load(path.read_text()) or {}
+    unknown = set(raw) - {"base", "seeds", "variants"}
+    if unknown:
+        raise ValueError(f"grid {path}: unknown top-level keys {sorted(unknown)} (allowed: base, seeds, variants)")
+    if not raw.get("variants"):
+        raise ValueError(f"grid {path}: 'variants' must be a non-empty list")
+    seeds = raw.get("seeds", 3)
+    if not (isinstance(seeds, int) and seeds >= 1):
+        raise ValueError(f"grid {path}: 'seeds' must be an integer >= 1, got {seeds!r}")
+    variants = []
+    for i, v in enumerate(raw["variants"]):
+        if not isinstance(v, dict) or set(v) - {"name", "config", "set"} or "name" not in v or "config" not in v:
+            raise ValueError(f"grid {path}: variants[{i}] must be a mapping with 'name', 'config' and optional 'set'")
+        if not _NAME.match(str(v["name"])):
+            raise ValueError(f"grid {path}: variants[{i}].name {v['name']!r} may use only letters, digits, _ . -")
+        cfg = Path(v["config"])
+        cfg = next((p for p in (path.parent / cfg, cfg) if p.exists()), None)
+        if cfg is None:
+            raise ValueError(f"grid {path}: variants[{i}].config {v['config']!r} not found")
+        variants.append(Variant(str(v["name"]), str(cfg), dict(v.get("set") or {})))
+    names = [v.name for v in variants]
+    if len(set(names)) != len(names):
+        raise ValueError(f"grid {path}: variant names must be unique, got {names}")
+    return Grid(tuple(variants), dict(raw.get("base") or {}), seeds)
+
+
+def run_id(variant: Variant, seed: int) -> str:
+    """Directory name and table key of one run: ``<variant>__seed<k>``."""
+    return f"{variant.name}__seed{seed}"
+
+
+def _resolved(config: str, overrides: dict) -> str:
+    """The fully resolved config of a run as canonical JSON (validates it: bad keys fail before any compute)."""
+    from .train import load_config
+
+    return json.dumps(dataclasses.asdict(load_config(config, overrides)), sort_keys=True)
+
+
+def _run_one(config: str, out_dir: str, overrides: dict, threads: int) -> tuple[str, float]:
+    """Worker: run (or resume) one training run, then mark it DONE with its resolved config."""
+    import torch
+
+    from .train import train
+
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    train(config, out_dir, resume=True, overrides=overrides)
+    (Path(out_dir) / "DONE").write_text(_resolved(config, overrides))
+    return out_dir, time.perf_counter() - t0
+
+
+def _overrides(grid: Grid, variant: Variant, seed: int, extra: dict | None) -> dict:
+    return {**grid.base, **variant.overrides, **(extra or {}), "seed": seed, "progress": False}
+
+
+def run_grid(grid: Grid, out_dir: str | os.PathLike, seeds: int | None = None, workers: int | None = None,
+             threads_per_run: int = 1, overrides: dict | None = None, log=print) -> pd.DataFrame:
+    """Run every (variant, seed) not finished yet, in a process pool; then write and return the metrics table.
+
+    Args:
+        grid: from :func:`load_grid`.
+        out_dir: the study directory (``runs/``, ``metrics.csv``, ``runs.csv``).
+        seeds: seeds 0..seeds-1 (default: the grid's).
+        workers: parallel runs (default: cores // threads_per_run).
+        threads_per_run: torch threads inside each run.
+        overrides: config keys applied to every run (after the grid's ``base`` and each variant's ``set``).
+    """
+    seeds = grid.seeds if seeds is None else seeds
+    if not (isinstance(seeds, int) and seeds >= 1):
+        raise ValueError(f"seeds must be an integer >= 1, got {seeds!r}")
+    if not (isinstance(threads_per_run, int) and threads_per_run >= 1):
+        raise ValueError(f"threads_per_run must be an integer >= 1, got {threads_per_run!r}")
+    workers = workers or max(1, (os.cpu_count() or 1) // threads_per_run)
+    out = Path(out_dir)
+    jobs, rows = [], []
+    for v in grid.variants:
+        for s in range(seeds):
+            ov = _overrides(grid, v, s, overrides)
+            rdir = out / "runs" / run_id(v, s)
+            done = rdir / "DONE"
+            finished = done.exists() and done.read_text() == _resolved(v.config, ov)  # same config: reuse
+            rows.append(dict(run_id=run_id(v, s), variant=v.name, seed=s, config=v.config,
+                             overrides=json.dumps(ov, sort_keys=True), status="cached" if finished else "run"))
+            if not finished:
+                started = rdir / "config.yaml"
+                if started.exists() and json.dumps(yaml.safe_load(started.read_text()), sort_keys=True) != \
+                        _resolved(v.config, ov):  # the config changed since that run started: start afresh
+                    shutil.rmtree(rdir)
+                jobs.append((v.config, str(rdir), ov, threads_per_run))
+    log(f"[study] {len(rows)} runs, {len(jobs)} to run, {workers} worker(s) x {threads_per_run} thread(s)")
+    wall = {}
+    if jobs:
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=mp.get_context("spawn")) as pool:
+            futures = [pool.submit(_run_one, *job) for job in jobs]
+            for i, fut in enumerate(as_completed(futures), 1):
+                rdir, secs = fut.result()
+                wall[Path(rdir).name] = secs
+                log(f"[study] {i}/{len(jobs)} {Path(rdir).name} done in {secs:.1f} s")
+    runs = pd.DataFrame(rows)
+    runs["wall_s"] = runs["run_id"].map(wall)
+    out.mkdir(parents=True, exist_ok=True)
+    runs.to_csv(out / "runs.csv", index=False)
+    table = collect(out)
+    table.to_csv(out / "metrics.csv", index=False)
+    return table
+
+
+def collect(out_dir: str | os.PathLike) -> pd.DataFrame:
+    """Gather every finished run's ``metrics.jsonl`` under ``out_dir/runs`` into one tidy table (a row per step)."""
+    from .train import read_jsonl
+
+    frames = []
+    for done in sorted(Path(out_dir).glob("runs/*/DONE")):
+        rid = done.parent.name
+        variant, seed = rid.rsplit("__seed", 1)
+        df = pd.DataFrame(read_jsonl(done.parent / "metrics.jsonl"))
+        df.insert(0, "seed", int(seed))
+        df.insert(0, "variant", variant)
+        df.insert(0, "run_id", rid)
+        frames.append(df)
+    if not frames:
+        raise ValueError(f"no finished runs under {out_dir}/runs")
+    return pd.concat(frames, ignore_index=True)
+
+
+REDUCERS = ("last", "mean", "diff_std")
+
+
+def per_run(table: pd.DataFrame, metric: str, reducer: str = "last", last_k: int = 10) -> pd.DataFrame:
+    """One number per run from the per-step ``metric`` (NaN steps dropped, e.g. steps without evaluation).
+
+    ``reducer``: "last" = mean of the last ``last_k`` values; "mean" = mean over all steps >= 1;
+    "diff_std" = standard deviation of the step-to-step differences (how jumpy the metric is).
+    Returns columns ``run_id, variant, seed, value``.
+    """
+    if reducer not in REDUCERS:
+        raise ValueError(f"reducer must be one of {REDUCERS}, got {reducer!r}")
+    if metric not in table.columns:
+        raise ValueError(f"metric {metric!r} is not a column of the table")
+    if not (isinstance(last_k, int) and last_k >= 1):
+        raise ValueError(f"last_k must be an integer >= 1, got {last_k!r}")
+    rows = []
+    for (rid, variant, seed), g in table.groupby(["run_id", "variant", "seed"], sort=True):
+        x = g.sort_values("step")
+        x = x.loc[x["step"] >= (0 if metric == "eval_acc" else 1), metric].dropna().to_numpy(float)
+        if reducer == "last":
+            value = x[-last_k:].mean() if len(x) else math.nan
+        elif reducer == "mean":
+            value = x.mean() if len(x) else math.nan
+        else:
+            value = np.diff(x).std(ddof=1) if len(x) >= 3 else math.nan
+        rows.append(dict(run_id=rid, variant=variant, seed=seed, value=float(value)))
+    return pd.DataFrame(rows)
+
+
+def ci95(values) -> tuple[float, float, float]:
+    """Mean and the two-sided 95% Student-t interval of ``values`` (NaNs dropped): ``(mean, low, high)``.
+
+    With fewer than two values the interval is undefined: ``(mean, nan, nan)``.
+    """
+    x = np.asarray(values, dtype=float)
+    x = x[~np.isnan(x)]
+    if len(x) == 0:
+        return math.nan, math.nan, math.nan
+    m = float(x.mean())
+    if len(x) < 2:
+        return m, math.nan, math.nan
+    half = float(sps.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+    return m, m - half, m + half
+
+
+def summarize(table: pd.DataFrame, metric: str, reducer: str = "last", last_k: int = 10) -> pd.DataFrame:
+    """Per variant: the per-run values' mean over seeds and its 95% CI. Columns ``variant, n, mean, low, high``."""
+    runs = per_run(table, metric, reducer, last_k)
+    rows = []
+    for variant, g in runs.groupby("variant", sort=False):
+        m, lo, hi = ci95(g["value"])
+        rows.append(dict(variant=variant, n=int(g["value"].notna().sum()), mean=m, low=lo, high=hi))
+    return pd.DataFrame(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .train import parse_set
+
+    ap = argparse.ArgumentParser(prog="python -m erc_core.study", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--grid", required=True, help="grid YAML (variants x seeds)")
+    ap.add_argument("--out", required=True, help="study directory (runs/, metrics.csv, runs.csv)")
+    ap.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the grid's)")
+    ap.add_argument("--workers", type=int, default=None, help="parallel runs (default: cores / threads per run)")
+    ap.add_argument("--threads-per-run", type=int, default=1)
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys in every run")
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    table = run_grid(load_grid(args.grid), args.out, args.seeds, args.workers, args.threads_per_run,
+                     parse_set(args.set))
+    print(f"[study] {table['run_id'].nunique()} runs, {len(table)} rows -> {Path(args.out) / 'metrics.csv'} "
+          f"({time.perf_counter() - t0:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
