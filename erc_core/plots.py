@@ -13,10 +13,12 @@ import torch
 from matplotlib.colors import ListedColormap, TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import NullFormatter
 
 __all__ = ["COLORS", "fig_temperature", "fig_ppo_blind_spot", "fig_erc_gate", "fig_offpolicy_drift",
            "fig_position_drift", "fig_group_advantages", "fig_clip_higher", "fig_agg_weights",
-           "fig_dynamic_sampling", "fig_overlong"]
+           "fig_dynamic_sampling", "fig_overlong", "fig_rho_tokens", "fig_offpolicy_updates", "fig_gate_plane",
+           "fig_run_curves", "fig_gated_entropy"]
 
 COLORS = {"old": "#7f7f7f", "collapse": "#1f77b4", "explode": "#d62728", "kept": "#2ca02c", "band": "#2ca02c",
           "ppo": "#ff7f0e", "erc": "#2ca02c", "low": "#1f77b4", "high": "#d62728", "pad": "#e6e6e6"}
@@ -365,4 +367,163 @@ def fig_overlong(lengths: torch.Tensor, penalty: torch.Tensor, max_len: int, buf
     ax.text(max_len, -0.5, "max_len ", va="center", ha="right", fontsize=8)
     ax.set(xlabel="response length (tokens)", ylabel="added to the reward", title="overlong reward shaping")
     ax.legend(frameon=False, fontsize=8, loc="lower left")
+    return fig
+
+
+def _gate_kind(rho: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:
+    """0 kept, 1 gated because the entropy fell (rho <= low), 2 because it rose (rho >= high)."""
+    return np.where(rho <= bounds[0], 1, np.where(rho >= bounds[1], 2, 0))
+
+
+def fig_rho_tokens(rho, old_entropy, bounds: tuple[float, float] = (0.95, 1.05), clip_to: float = 0.5) -> Figure:
+    """Entropy ratios of logged response tokens: their distribution (left) and against the old entropy (right).
+
+    Args:
+        rho: (N,) entropy ratios of N tokens (e.g. ``tokens.jsonl``'s ``ratio``).
+        old_entropy: (N,) their old entropies (nats).
+        bounds: the ERC band.
+        clip_to: the histogram shows log-ratios in [-clip_to, clip_to] (values beyond are piled at the edges).
+    """
+    r, h = _np(rho).astype(float), _np(old_entropy).astype(float)
+    kind = _gate_kind(r, bounds)
+    fig = Figure(figsize=(7.5, 3.2), dpi=120, layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
+    lr = np.clip(np.log(r), -clip_to, clip_to)
+    bins = np.linspace(-clip_to, clip_to, 41)
+    names = ("kept", "gated: entropy fell", "gated: entropy rose")
+    colors = (COLORS["kept"], COLORS["low"], COLORS["high"])
+    ax1.hist([lr[kind == k] for k in range(3)], bins=bins, stacked=True, color=colors, label=names)
+    ax1.axvspan(np.log(bounds[0]), np.log(bounds[1]), color=COLORS["band"], alpha=0.12, lw=0)
+    ax1.set(xlabel="log rho (clipped to the axis)", ylabel="tokens", title="entropy ratio of logged tokens",
+            yscale="log")
+    ax1.legend(frameon=False, fontsize=7)
+    for k in range(3):
+        ax2.scatter(h[kind == k], r[kind == k], s=6, color=colors[k], alpha=0.6, label=names[k])
+    ax2.axhspan(*bounds, color=COLORS["band"], alpha=0.12, lw=0)
+    ax2.axhline(1.0, color=COLORS["old"], lw=0.6)
+    ax2.set(xlabel="old entropy H_old (nats)", ylabel="rho", yscale="log", title="ratio against old entropy")
+    return fig
+
+
+def fig_offpolicy_updates(rho: torch.Tensor, ratio: torch.Tensor, response_mask: torch.Tensor,
+                          bounds: tuple[float, float] = (0.95, 1.05), clip: tuple[float, float] = (0.2, 0.28)) -> Figure:
+    """How one rollout's tokens drift over the mini-batch updates of a step: spread of the entropy ratio (left),
+    and the fraction of tokens outside the ERC band and outside the PPO band (right).
+
+    Args:
+        rho: (U + 1, B, T) entropy ratios of every token before update u (u = U: after the last one).
+        ratio: (U + 1, B, T) probability ratios r, same positions.
+        response_mask: (B, T) bool.
+        bounds: the ERC band; clip: PPO's (clip_low, clip_high).
+    """
+    m = _np(response_mask).astype(bool)
+    r, pr = _np(rho).astype(float), _np(ratio).astype(float)
+    u = np.arange(r.shape[0])
+    vals = [r[i][m] for i in u]
+    fig = Figure(figsize=(7.5, 3.0), dpi=120, layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
+    for q, alpha in ((0.0, 0.15), (0.05, 0.3), (0.25, 0.5)):
+        ax1.fill_between(u, [np.quantile(v, q) for v in vals], [np.quantile(v, 1 - q) for v in vals],
+                         color=COLORS["old"], alpha=alpha, lw=0,
+                         label="min-max" if q == 0 else f"{q:.0%}-{1 - q:.0%}")
+    ax1.axhspan(*bounds, color=COLORS["band"], alpha=0.15, lw=0, label=f"ERC band {bounds}")
+    ax1.set(xlabel="updates already taken on this rollout", ylabel="rho", title="entropy ratio spread", xticks=u)
+    ax1.legend(frameon=False, fontsize=7)
+    erc = [float(((v <= bounds[0]) | (v >= bounds[1])).mean()) for v in vals]
+    ppo = [float(((p[m] < 1 - clip[0]) | (p[m] > 1 + clip[1])).mean()) for p in pr]
+    ax2.plot(u, erc, marker="o", color=COLORS["erc"], label="outside the ERC band")
+    ax2.plot(u, ppo, marker="s", color=COLORS["ppo"], label=f"r outside [1-{clip[0]:g}, 1+{clip[1]:g}]")
+    ax2.set(xlabel="updates already taken on this rollout", ylabel="fraction of response tokens",
+            title="what each gate would see", xticks=u, ylim=(-0.02, None))
+    ax2.legend(frameon=False, fontsize=7)
+    return fig
+
+
+def fig_gate_plane(ratio: torch.Tensor, rho: torch.Tensor, flow: dict, bounds: tuple[float, float],
+                   clip: tuple[float, float]) -> Figure:
+    """Every token with A != 0 in the (probability ratio r, entropy ratio rho) plane, colored by what stops its
+    gradient; A > 0 (left) and A < 0 (right), since PPO clips them on opposite sides.
+
+    Args:
+        ratio, rho: (B, T) probability and entropy ratios.
+        flow: ``erc_core.runs.gradient_flow`` output for the same tokens.
+        bounds: the ERC band; clip: PPO's (clip_low, clip_high).
+    """
+    r, q = _np(ratio).astype(float), _np(rho).astype(float)
+    act = _np(flow["active"]).astype(bool)
+    adv = _np(flow["advantage"]).astype(float)
+    kinds = [("grad", "sends gradient", COLORS["kept"]), ("erc_gated", "stopped by ERC", COLORS["high"]),
+             ("ppo_clipped", "stopped by the clip", COLORS["low"]), ("both", "stopped by both", "#756bb1")]
+    fig = Figure(figsize=(7.5, 3.2), dpi=120, layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True)
+    pos = act & (adv > 0)
+    for ax, sel, title in ((axes[0], pos, "A > 0"), (axes[1], act & ~pos, "A < 0")):
+        for key, label, color in kinds:
+            k = sel & _np(flow[key]).astype(bool)
+            ax.scatter(r[k], q[k], s=8, color=color, alpha=0.7, label=f"{label} ({int(k.sum())})")
+        ax.axhspan(*bounds, color=COLORS["band"], alpha=0.12, lw=0)
+        ax.axvspan(1 - clip[0], 1 + clip[1], color=COLORS["ppo"], alpha=0.10, lw=0)
+        ax.set(xscale="log", yscale="log", xlabel="probability ratio r", title=title)
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.legend(frameon=False, fontsize=7)
+    axes[0].set_ylabel("entropy ratio rho")
+    return fig
+
+
+_CURVES = (("reward_mean", "mean sampled reward"), ("eval_acc", "greedy eval accuracy"),
+           ("entropy_mean", "mean token entropy (nats)"), ("grad_norm", "grad norm (before clipping)"),
+           ("ppo_clipfrac", "PPO clip fraction"), ("erc_clipfrac", "ERC gated fraction"))
+
+
+def fig_run_curves(runs: dict, smooth: int = 3) -> Figure:
+    """Training curves of several runs, one panel per metric; for a run without ERC the gated-fraction panel
+    shows (dashed) the fraction of tokens the gate WOULD have gated (``ratio_outside_frac``).
+
+    Args:
+        runs: ``{name: erc_core.runs.read_metrics(...)}`` DataFrames indexed by step.
+        smooth: moving-average window in steps for the per-step metrics (1 = raw).
+    """
+    fig = Figure(figsize=(7.5, 5.0), dpi=120, layout="constrained")
+    axes = fig.subplots(2, 3).ravel()
+    colors = [COLORS["ppo"], COLORS["erc"], COLORS["low"], COLORS["high"]]
+    for i, (name, df) in enumerate(runs.items()):
+        c = colors[i % len(colors)]
+        erc_on = bool((df["erc_clipfrac"].fillna(0) > 0).any())
+        for ax, (key, title) in zip(axes, _CURVES):
+            if key == "eval_acc":
+                s = df[key].dropna()
+                ax.plot(s.index, s.values, marker="o", ms=3, color=c, label=name)
+            else:
+                col = key if (key != "erc_clipfrac" or erc_on) else "ratio_outside_frac"
+                s = df.loc[df.index > 0, col].rolling(smooth, min_periods=1).mean()
+                ls = "--" if col == "ratio_outside_frac" else "-"
+                label = f"{name} (would gate)" if col == "ratio_outside_frac" else name
+                ax.plot(s.index, s.values, color=c, ls=ls, label=label)
+            ax.set(title=title, xlabel="RL step")
+    axes[0].legend(frameon=False, fontsize=7)
+    axes[5].legend(frameon=False, fontsize=7)
+    return fig
+
+
+def fig_gated_entropy(tokens: dict, bounds: tuple[float, float] = (0.95, 1.05)) -> Figure:
+    """Old entropy of the tokens an ERC band keeps and gates (outside the band), one panel per run.
+
+    Args:
+        tokens: ``{name: (rho (N,), old_entropy (N,))}`` of logged tokens (``tokens.jsonl``'s ``ratio`` and
+            ``old_entropy``).
+        bounds: the ERC band.
+    """
+    fig = Figure(figsize=(7.5, 2.9), dpi=120, layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(tokens), sharey=True))
+    hmax = max(float(_np(h).max()) for _, h in tokens.values())
+    bins = np.linspace(0, hmax * 1.02 + 1e-6, 25)
+    for ax, (name, (rho, h)) in zip(axes, tokens.items()):
+        r, h = _np(rho).astype(float), _np(h).astype(float)
+        kind = _gate_kind(r, bounds)
+        ax.hist([h[kind == 0], h[kind == 1], h[kind == 2]], bins=bins, stacked=True,
+                color=(COLORS["kept"], COLORS["low"], COLORS["high"]),
+                label=("inside the band", "rho <= low", "rho >= high"))
+        ax.set(title=name, xlabel="old entropy H_old (nats)", yscale="log")
+    axes[0].set_ylabel("tokens")
+    axes[0].legend(frameon=False, fontsize=7)
     return fig

@@ -16,7 +16,7 @@ import torch
 
 from erc_core.losses import entropy_ratio, erc_mask
 
-__all__ = ["gate_table_html", "erc_band_slider"]
+__all__ = ["gate_table_html", "erc_band_slider", "gradient_table_html", "gradient_gate_sliders"]
 
 _CELL = "padding:1px 2px;text-align:center;font:10px monospace;border:1px solid #fff"
 _BG = {"kept": "#c7e9c0", "low": "#9ecae1", "high": "#fcae91", "pad": "#f0f0f0"}
@@ -93,3 +93,93 @@ def erc_band_slider(entropy: torch.Tensor, old_entropy: torch.Tensor, response_m
     stack = w.Stack(pages, selected_index=index)
     w.jslink((slider, "index"), (stack, "selected_index"))
     return w.VBox([slider, stack])
+
+
+_GRAD_BG = {"grad": "#c7e9c0", "erc_gated": "#fcae91", "ppo_clipped": "#9ecae1", "both": "#bcbddc", "zero": "#f0f0f0"}
+_GRAD_LABEL = {"grad": "sends gradient", "erc_gated": "stopped by ERC", "ppo_clipped": "stopped by the PPO clip",
+               "both": "stopped by both", "zero": "A = 0 or padding"}
+
+
+def gradient_table_html(flow: dict, tokens: list[list[str]], rho: torch.Tensor, ratio: torch.Tensor,
+                        advantages: torch.Tensor, erc_bounds: tuple[float, float], clip: tuple[float, float],
+                        max_rows: int = 12) -> str:
+    """An HTML table of responses, one cell per token (its text), colored by what stops its policy gradient.
+
+    Args:
+        flow: ``erc_core.runs.gradient_flow`` output for these (B, T) tokens.
+        tokens: B lists of T decoded tokens.
+        rho: (B, T) entropy ratios; ratio: (B, T) probability ratios r (both shown on hover).
+        advantages: (B,) advantages (first column).
+        erc_bounds, clip: the settings ``flow`` was computed with (summary line).
+        max_rows: at most this many responses are shown (the counts use all).
+    """
+    n_act = int(flow["active"].sum())
+    counts = {k: int(flow[k].sum()) for k in ("grad", "erc_gated", "ppo_clipped", "both")}
+    rows = []
+    for b in range(min(len(tokens), max_rows)):
+        cells = [f"<th style='{_CELL}'>A={float(advantages[b]):+.2f}</th>"]
+        for t, text in enumerate(tokens[b]):
+            kind = next((k for k in ("grad", "erc_gated", "ppo_clipped", "both") if flow[k][b, t]), "zero")
+            tip = f"rho={float(rho[b, t]):.3f} r={float(ratio[b, t]):.3f}" if text else ""
+            label = html.escape(text.replace("<eos>", "\u23ce")) or "&middot;"
+            cells.append(f'<td style="{_CELL};min-width:18px;background:{_GRAD_BG[kind]}" title="{tip}">{label}</td>')
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    summary = (f"<b>ERC ({erc_bounds[0]:g}, {erc_bounds[1]:g}), clip [1 - {clip[0]:g}, 1 + {clip[1]:g}]</b>: "
+               f"{counts['grad']} of {n_act} tokens with A &ne; 0 send gradient; stopped by ERC only "
+               f"{counts['erc_gated']}, by the clip only {counts['ppo_clipped']}, by both {counts['both']}")
+    legend = " ".join(f'<span style="background:{_GRAD_BG[k]};padding:0 6px;margin-right:6px">{html.escape(v)}</span>'
+                      for k, v in _GRAD_LABEL.items())
+    return (f"<div style='margin:4px 0'>{summary}</div><div style='margin:4px 0;font-size:12px'>{legend}</div>"
+            f"<table style='border-collapse:collapse'>{''.join(rows)}</table>")
+
+
+def gradient_gate_sliders(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor,
+                          response_mask: torch.Tensor, entropy: torch.Tensor, old_entropy: torch.Tensor,
+                          tokens: list[list[str]], bands: Sequence[tuple[float, float]],
+                          clips: Sequence[tuple[float, float]], mode: str = "dapo", clip_c: float = 10.0,
+                          initial: tuple[int, int] | None = None, max_rows: int = 12) -> w.VBox:
+    """Two sliders, the ERC band and the PPO clip range, over which tokens of a batch keep their gradient.
+
+    Works without a kernel: every (band, clip) pair is precomputed with ``erc_core.runs.gradient_flow``; the
+    band slider selects a child of an outer ``Stack`` and the clip slider (linked to every inner ``Stack``)
+    selects the table inside it.
+
+    Args:
+        logp, old_logp, entropy, old_entropy: (B, T); advantages: (B,); response_mask: (B, T) bool.
+        tokens: B lists of T decoded tokens (shown in the cells).
+        bands: ERC (low, high) pairs; clips: PPO (clip_low, clip_high) pairs.
+        mode, clip_c: base loss, as in :func:`erc_core.losses.policy_loss`.
+        initial: (band index, clip index) shown first (default: the middle of each list).
+        max_rows: responses shown per table.
+
+    Returns:
+        ``VBox([band slider, clip slider, outer Stack])``, the outer Stack holding ``len(bands)`` inner Stacks
+        of ``len(clips)`` ``HTML`` tables each.
+    """
+    from erc_core.runs import gradient_flow
+
+    if not bands or not clips:
+        raise ValueError("bands and clips must each hold at least one pair")
+    bi, ci = initial if initial is not None else (len(bands) // 2, len(clips) // 2)
+    if not (0 <= bi < len(bands) and 0 <= ci < len(clips)):
+        raise ValueError(f"initial must index bands (0..{len(bands) - 1}) and clips (0..{len(clips) - 1}), "
+                         f"got {initial!r}")
+    rho = entropy_ratio(entropy.detach(), old_entropy.detach())
+    ratio = (logp.detach() - old_logp.detach()).exp()
+    inner = []
+    for band in bands:
+        pages = [w.HTML(gradient_table_html(gradient_flow(logp, old_logp, advantages, response_mask, entropy,
+                                                          old_entropy, tuple(band), tuple(clip), mode, clip_c),
+                                            tokens, rho, ratio, advantages, tuple(band), tuple(clip), max_rows))
+                 for clip in clips]
+        inner.append(w.Stack(pages, selected_index=ci))
+    style, layout = {"description_width": "initial"}, w.Layout(width="460px")
+    band_slider = w.SelectionSlider(options=[f"({lo:g}, {hi:g})" for lo, hi in bands], index=bi,
+                                    description="ERC band", layout=layout, style=style)
+    clip_slider = w.SelectionSlider(options=[f"[1-{lo:g}, 1+{hi:g}]" for lo, hi in clips], index=ci,
+                                    description="PPO clip", layout=layout, style=style)
+    outer = w.Stack(inner, selected_index=bi)
+    w.jslink((band_slider, "index"), (outer, "selected_index"))
+    for stack in inner:
+        w.jslink((clip_slider, "index"), (stack, "selected_index"))
+    return w.VBox([band_slider, clip_slider, outer])

@@ -160,6 +160,44 @@ def test_chapter_04_runs_and_its_claims_hold(tmp_path):
     assert _figures(nb) == (5, 5)
 
 
+# the trainer chapters with a model, warm start and run small enough for < 60 s each
+_TINY_RUN = dict(seed=0, steps=4, warmstart_steps=150, tiny_hidden=32, tiny_layers=1, arith_max_operand=9,
+                 eval_size=10, prompts_per_step=8, group_size=4, mini_batch_size=8)
+
+
+@pytest.mark.notebook
+def test_chapter_03_runs_and_its_claims_hold(tmp_path):
+    res, nb = _run_chapter("03_erc_gate.ipynb", dict(_TINY_RUN, steps=3), tmp_path)
+    assert res["updates_per_step"] == 4
+    assert 0 < res["n_gated"] == res["n_gated_low"] + res["n_gated_high"] < res["n_tokens"]
+    assert res["outside_band_per_update"][0] == 0 < res["outside_band_per_update"][-1]
+    assert res["loss_erc"] == pytest.approx(res["loss_ppo"])
+    flow = res["flow"]
+    assert flow["grad"] + flow["erc_gated"] + flow["ppo_clipped"] + flow["both"] == flow["active"]
+    assert res["penalty_per_update"][0] == 0 and math.isfinite(res["mean_old_entropy_gated"])
+    assert res["seed"] == 0 and res["hardware"]["threads"] >= 1
+    assert _figures(nb) == (3, 3)
+    state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    models = [m["model_name"] for m in state.values()]
+    assert models.count("SelectionSliderModel") == 2 and models.count("StackModel") == 1 + 6
+    assert models.count("HTMLModel") == 6 * 5 and models.count("LinkModel") == 1 + 6
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("name,mode", [("05_erc_dapo_tiny_lm.ipynb", "dapo"), ("06_gppo_erc.ipynb", "gppo")])
+def test_chapters_05_06_run_and_their_claims_hold(tmp_path, name, mode):
+    res, nb = _run_chapter(name, _TINY_RUN, tmp_path)
+    assert res["loss_mode"] == mode and res["clip"] == ([0.2, 0.28] if mode == "dapo" else [0.2, 0.2])
+    assert res["updates_per_step"] == 4 and len(res["erc_clipfrac_erc"]) == 4
+    assert all(v == 0 for v in res["erc_clipfrac_base"]) and max(res["ratio_outside_base"]) > 0
+    assert sum(v > 0 for v in res["erc_clipfrac_erc"]) > 2
+    assert res["eval_acc_start"][0] == res["eval_acc_start"][1] and res["reward_base"][0] == res["reward_erc"][0]
+    assert res["n_gated_erc"] > 0 and res["mean_old_entropy_gated"] >= 0
+    if mode == "dapo":
+        assert res["onpolicy_erc_clipfrac"] == [0.0, 0.0]
+    assert _figures(nb) == ((2, 2) if mode == "dapo" else (3, 3))
+
+
 @pytest.mark.notebook
 def test_runner_names_the_failing_notebook(tmp_path, capsys):
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Broken"),
