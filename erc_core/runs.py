@@ -197,7 +197,7 @@ def gradient_flow(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.
         erc_bounds: (low, high) ERC band. clip: (clip_low, clip_high). mode, clip_c: as in ``policy_loss``.
 
     Returns:
-        (B, T) bool tensors: ``grad`` (sends gradient with ERC), ``erc_gated`` (only ERC stopped it),
+        A dict of ``(B, T)`` bool tensors ``grad`` (sends gradient with ERC), ``erc_gated`` (only ERC stopped it),
         ``ppo_clipped`` (only the clip stopped it), ``both`` (stopped by both), ``active`` (response token with
         A != 0); ``advantage`` (B, T); ``grad_erc`` / ``grad_ppo`` (B, T) gradients with / without the gate.
     """

@@ -1,7 +1,8 @@
 """The book's pipeline: the chapter list, the notebooks in git, chapter 1 under papermill, the built HTML.
 
-The papermill tests start a Jupyter kernel (a few seconds each) and are marked ``notebook``; the HTML checks
-run only when ``_build/html`` exists (after ``bash scripts/book.sh``).
+The papermill tests start a Jupyter kernel (a few seconds each) and are marked ``notebook``; the HTML checks use
+the ``book_html`` fixture (tests/conftest.py), which runs the main job ``bash scripts/book.sh`` when the built book
+is missing or older than its sources.
 """
 
 from __future__ import annotations
@@ -217,7 +218,8 @@ def test_runner_names_the_failing_notebook(tmp_path, capsys):
 
 # ---------------------------------------------------------------------------------------------- built HTML
 class _Loads(HTMLParser):
-    """Collects what a page makes the browser fetch: script src, link href (not <a> links, nor rel=canonical|next|prev|index|search metadata), img/iframe src."""
+    """Collects what a page makes the browser fetch: script/img/iframe src and link href (not <a> links, nor
+    rel=canonical|next|prev|index|search metadata)."""
 
     def __init__(self):
         super().__init__()
@@ -231,11 +233,7 @@ class _Loads(HTMLParser):
             self.urls.append(a["href"])
 
 
-built = pytest.mark.skipif(not (HTML / "index.html").exists(), reason="book not built (bash scripts/book.sh)")
-
-
-@built
-def test_built_pages_load_nothing_from_other_hosts():
+def test_built_pages_load_nothing_from_other_hosts(book_html):
     offenders = {}
     for page in HTML.rglob("*.html"):
         parser = _Loads()
@@ -248,8 +246,7 @@ def test_built_pages_load_nothing_from_other_hosts():
     assert not offenders, offenders
 
 
-@built
-def test_built_chapter_serves_widgets_and_mathjax_locally():
+def test_built_chapter_serves_widgets_and_mathjax_locally(book_html):
     page = (HTML / "notebooks" / "01_entropy_ratio.html").read_text(encoding="utf-8")
     for path in ("_static/require.js", "_static/embed-amd.js", "_static/mathjax/tex-mml-chtml.js"):
         assert f'src="../{path}' in page, path
