@@ -27,6 +27,8 @@ def main() -> None:
     args = ap.parse_args()
     base = load_config(args.config, dict(parse_set(args.set), warmstart_steps=0, progress=False))
     cfgs = {"dapo": load_config(base, {"erc": False}), "dapo+erc": load_config(base, {"erc": True})}
+    if base.num_threads:  # as train() does
+        torch.set_num_threads(base.num_threads)
     seed_everything(base.seed)
     task = make_task_from(base)
     model, tok = build_model(base, task)

@@ -65,8 +65,9 @@ class Config:
 
     # run
     seed: int = 0
-    steps: int = 300
+    steps: int = 3000
     device: str = "cpu"                  # cpu | cuda (cuda: bf16 autocast; entropies always fp32)
+    num_threads: int = 1                 # torch CPU threads during train() (restored after); 0 = leave as is
     # task
     task: str = "arith"                  # arith | countdown
     arith_max_operand: int = 20
@@ -74,15 +75,15 @@ class Config:
     countdown_numbers: int = 3
     countdown_max_number: int = 9
     eval_size: int = 100                 # held-out problems, never sampled for training
-    eval_every: int = 25                 # greedy eval accuracy every k steps (and at step 0 and the last step)
+    eval_every: int = 250                # greedy eval accuracy every k steps (and at step 0 and the last step)
     prompt_style: str = "auto"           # plain | chat | auto (chat iff the tokenizer has a chat template)
     # model
     model: str = "tiny"                  # tiny | smollm2 | a HF path or hub id
     tiny_arch: str = "llama"             # llama | qwen2
-    tiny_hidden: int = 128
-    tiny_layers: int = 4
+    tiny_hidden: int = 64
+    tiny_layers: int = 2
     tiny_heads: int = 4
-    warmstart_steps: int = 400           # supervised steps before RL (tiny models; 0 = none)
+    warmstart_steps: int = 300           # supervised steps before RL (tiny models; 0 = none); weak on purpose
     warmstart_lr: float = 3e-3
     warmstart_batch: int = 64
     # rollout
@@ -97,8 +98,8 @@ class Config:
     mini_batch_size: int = 64            # responses per optimizer step
     ppo_epochs: int = 1                  # passes over the rollout batch
     micro_batch_size: int = 0            # responses per forward (gradient accumulation); 0 = mini_batch_size
-    lr: float = 5e-5
-    warmup_steps: int = 10                # linear warmup in RL steps, then constant
+    lr: float = 5e-4
+    warmup_steps: int = 30               # linear warmup in RL steps, then constant
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     # loss
@@ -116,10 +117,10 @@ class Config:
     entropy_coef: float = 0.0            # entropy bonus
     kl_coef: float = 0.0                 # KL to the frozen start (post warm start) model
     kl_type: str = "low_var_kl"
-    sft_coef: float = 0.0                # NLL on correct responses
+    sft_coef: float = 0.1                # NLL on correct responses
     entropy_chunk_size: int = 0          # rows per chunk in logprobs_and_entropy (0 = all at once)
     # outputs
-    save_every: int = 50                 # checkpoint every k steps (0 = only at the end)
+    save_every: int = 250                # checkpoint every k steps (0 = only at the end)
     log_tokens_every: int = 5            # per-token records every k steps (0 = never)
     log_tokens_responses: int = 4        # responses per logged step
     progress: bool = True                # tqdm bar
@@ -141,6 +142,12 @@ class Config:
         for f in dataclasses.fields(self):
             v, t = getattr(self, f.name), f.type
             t = {"int": int, "float": float, "str": str, "bool": bool}.get(t, t) if isinstance(t, str) else t
+            if t is float and isinstance(v, str):  # YAML 1.1 reads "3e-4" (no dot) as a string
+                try:
+                    v = float(v)
+                    setattr(self, f.name, v)
+                except ValueError:
+                    pass
             if t is float and isinstance(v, int) and not isinstance(v, bool):
                 setattr(self, f.name, float(v))
             elif not isinstance(v, t) or (t is int and isinstance(v, bool)):
@@ -160,7 +167,7 @@ class Config:
                     "countdown_max_number", "arith_max_operand", "log_tokens_responses"):
             need(key, getattr(self, key) >= 1, "an integer >= 1")
         for key in ("warmstart_steps", "warmup_steps", "save_every", "log_tokens_every", "micro_batch_size",
-                    "overlong_buffer", "entropy_chunk_size"):
+                    "overlong_buffer", "entropy_chunk_size", "num_threads"):
             need(key, getattr(self, key) >= 0, "an integer >= 0")
         for key in ("lr", "warmstart_lr", "temperature", "grad_clip"):
             need(key, math.isfinite(getattr(self, key)) and getattr(self, key) > 0, "a finite number > 0")
@@ -519,6 +526,17 @@ def train(config: Config | dict | str | os.PathLike, out_dir: str | os.PathLike,
     cfg = load_config(config, overrides)
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("config key 'device' = 'cuda' is invalid: no CUDA device is available (allowed: 'cpu')")
+    threads = torch.get_num_threads()
+    if cfg.num_threads:  # tiny models on a shared CPU: 1 thread avoids OpenMP oversubscription stalls
+        torch.set_num_threads(cfg.num_threads)
+    try:
+        return _train(cfg, out_dir, resume, stop_at)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(cfg: Config, out_dir: str | os.PathLike, resume: bool, stop_at: int | None) -> list[dict]:
+    """The body of :func:`train` on a validated config."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     metrics_path, tokens_path, ckpt_path = out / "metrics.jsonl", out / "tokens.jsonl", out / "checkpoint.pt"
@@ -545,7 +563,8 @@ def train(config: Config | dict | str | os.PathLike, out_dir: str | os.PathLike,
         ref_model = copy.deepcopy(model).requires_grad_(False) if cfg.kl_coef > 0 else None
         opt, sched = make_optimizer(cfg, model)
         rec = dict(step=0, eval_acc=evaluate(cfg, model, tok, task, style),
-                   warmstart_loss=ws[-1] if ws else None, time_warmstart=time.perf_counter() - t0)
+                   warmstart_loss=ws[-1] if ws else None, time_warmstart=time.perf_counter() - t0,
+                   torch_threads=torch.get_num_threads())
         rec["time_total"] = time.perf_counter() - t_start
         _append_jsonl(metrics_path, [rec])
 

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from erc_core.train import TIMING_KEYS, Config, ConfigError, load_config, main, parse_set, train
@@ -67,6 +68,13 @@ def test_yaml_inheritance_and_set_parsing(tmp_path):
     cfg = load_config(child, parse_set(["steps=7", "erc_high=1.1", "arith_ops=+"]))
     assert (cfg.erc, cfg.lr, cfg.steps, cfg.erc_high, cfg.arith_ops) == (True, 2e-4, 7, 1.1, "+")
     assert isinstance(load_config(None, {"lr": 1}).lr, float)
+    assert load_config(None, parse_set(["lr=3e-4"])).lr == 3e-4  # YAML 1.1 reads 3e-4 as a string
+
+
+def test_num_threads_is_restored(tmp_path):
+    before = torch.get_num_threads()
+    recs = train(dict(FAST, steps=1, num_threads=1), tmp_path)
+    assert recs[0]["torch_threads"] == 1 and torch.get_num_threads() == before
 
 
 def test_bad_config_fails_before_any_compute(tmp_path, capsys):
