@@ -72,12 +72,22 @@ class _Task:
         raise NotImplementedError
 
     def sample(self, rng: np.random.Generator, n: int) -> list[Example]:
-        """n training problems (with replacement), none of them in the eval split."""
-        out = []
+        """n training problems (with replacement), none of them in the eval split.
+
+        Raises ``ValueError`` when 1000 draws in a row all land in the eval split (it holds (nearly) every
+        problem the task can generate: lower ``eval_size`` or widen the task).
+        """
+        out, misses = [], 0
         while len(out) < n:
+            if misses >= 1000:
+                raise ValueError(f"eval_size={len(self._eval_prompts)} covers (nearly) every problem of this task: "
+                                 "no training problem left to sample; lower eval_size or widen the task")
             ex = self.generate(rng)
             if ex.prompt not in self._eval_prompts:
                 out.append(ex)
+                misses = 0
+            else:
+                misses += 1
         return out
 
     def reward(self, response: str, example: Example) -> float:  # pragma: no cover - abstract

@@ -86,3 +86,13 @@ def test_format_prompt():
     assert format_prompt(ex, Tok(), "chat") == f"<user>{ex.instruction}<assistant>"
     with pytest.raises(ValueError, match="style"):
         format_prompt(ex, None, "xml")
+
+
+def test_eval_split_covering_every_problem_is_an_error_not_a_hang():
+    import numpy as np
+
+    from erc_core.tasks import make_task
+
+    task = make_task("arith", max_operand=2, ops="+", eval_size=9)  # 3 x 3 = 9 problems, all held out
+    with pytest.raises(ValueError, match="eval_size"):
+        task.sample(np.random.default_rng(0), 4)
