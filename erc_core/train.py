@@ -103,7 +103,7 @@ class Config:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     # loss
-    loss_mode: str = "dapo"              # dapo | gppo
+    loss_mode: str = "dapo"              # dapo | gppo | clip_cov | kl_cov (erc_core.losses.POLICY_LOSSES)
     clip_low: float = 0.2
     clip_high: float = 0.28
     clip_c: float = 10.0                 # dual clip for A < 0
@@ -111,6 +111,11 @@ class Config:
     erc: bool = False                    # Entropy Ratio Clipping gate
     erc_low: float = 0.95
     erc_high: float = 1.05
+    clip_cov_ratio: float = 2e-4         # loss_mode clip_cov: fraction of tokens whose gradient is cut
+    clip_cov_lb: float = 1.0             #   ... among those with covariance in (clip_cov_lb, clip_cov_ub)
+    clip_cov_ub: float = 5.0
+    kl_cov_ratio: float = 2e-4           # loss_mode kl_cov: fraction of top-covariance tokens given a KL penalty
+    ppo_kl_coef: float = 1.0             #   ... of weight ppo_kl_coef
     entropy_penalty_coef: float = 0.0    # the quoted "dead-zone penalty on the mean ratio" form (not the paper's)
     entropy_penalty_low: float = 0.9
     entropy_penalty_high: float = 1.1
@@ -158,7 +163,7 @@ class Config:
                 raise ConfigError(f"config key {key!r} = {getattr(self, key)!r} is invalid: allowed {allowed}")
 
         choices = {"device": ("cpu", "cuda"), "task": tuple(TASKS), "prompt_style": ("auto", "plain", "chat"),
-                   "tiny_arch": ("llama", "qwen2"), "loss_mode": ("dapo", "gppo"), "agg": AGG_MODES,
+                   "tiny_arch": ("llama", "qwen2"), "loss_mode": ("dapo", "gppo", "clip_cov", "kl_cov"), "agg": AGG_MODES,
                    "kl_type": KL_KINDS}
         for key, allowed in choices.items():
             need(key, getattr(self, key) in allowed, f"one of {list(allowed)}")
@@ -176,6 +181,10 @@ class Config:
             need(key, math.isfinite(getattr(self, key)) and getattr(self, key) >= 0, "a finite number >= 0")
         need("clip_low", 0 <= self.clip_low < 1, "0 <= clip_low < 1")
         need("clip_c", self.clip_c > 1, "clip_c > 1 (inf disables the dual clip)")
+        for key in ("clip_cov_ratio", "kl_cov_ratio"):
+            need(key, 0 < getattr(self, key) <= 1, "0 < value <= 1")
+        need("clip_cov_ub", self.clip_cov_lb < self.clip_cov_ub, f"clip_cov_ub > clip_cov_lb = {self.clip_cov_lb}")
+        need("ppo_kl_coef", math.isfinite(self.ppo_kl_coef) and self.ppo_kl_coef >= 0, "a finite number >= 0")
         need("erc_low", 0 <= self.erc_low < 1, "0 <= erc_low < 1")
         need("erc_high", 1 < self.erc_high, "erc_high > 1 (inf allowed)")
         need("entropy_penalty_low", 0 <= self.entropy_penalty_low < 1, "0 <= entropy_penalty_low < 1")
@@ -385,6 +394,15 @@ def old_pass(cfg: Config, model, ref_model, ro: Rollout, parts) -> None:
 
 
 # ============================================================================================ update
+def mode_options(cfg: Config) -> dict:
+    """The extra options of the covariance loss modes (their randomness uses the per-step seeded torch RNG)."""
+    if cfg.loss_mode == "clip_cov":
+        return dict(clip_cov_ratio=cfg.clip_cov_ratio, clip_cov_lb=cfg.clip_cov_lb, clip_cov_ub=cfg.clip_cov_ub)
+    if cfg.loss_mode == "kl_cov":
+        return dict(kl_cov_ratio=cfg.kl_cov_ratio, ppo_kl_coef=cfg.ppo_kl_coef)
+    return {}
+
+
 def micro_loss(cfg: Config, model, ro: Rollout, idx: torch.Tensor) -> tuple[torch.Tensor, dict, torch.Tensor]:
     """Total loss of one micro-batch (scalar), its stats, and the current entropies (b, R) detached."""
     logp, ent = score_tokens(cfg, model, ro, idx)
@@ -393,7 +411,8 @@ def micro_loss(cfg: Config, model, ro: Rollout, idx: torch.Tensor) -> tuple[torc
     adv = ro.advantages[idx].to(cfg.device)
     loss, stats = policy_loss(logp, ro.extra["old_logp"][idx], adv, mask, entropy=ent, old_entropy=old_ent,
                               mode=cfg.loss_mode, clip_low=cfg.clip_low, clip_high=cfg.clip_high, clip_c=cfg.clip_c,
-                              erc_bounds=(cfg.erc_low, cfg.erc_high) if cfg.erc else None, agg=cfg.agg)
+                              erc_bounds=(cfg.erc_low, cfg.erc_high) if cfg.erc else None, agg=cfg.agg,
+                              mode_options=mode_options(cfg))
     outside = ~erc_mask(ent, old_ent, mask, (cfg.erc_low, cfg.erc_high)) & mask
     stats["ratio_outside_frac"] = float(outside.sum() / mask.sum().clamp(min=1))  # would-be gated, ERC on or off
     stats["pg_loss"] = loss.item()

@@ -40,7 +40,9 @@ def test_presets_load(path):
     (dict(erc_high=0.9), "erc_high", "erc_high > 1"),
     (dict(mini_batch_size=48), "mini_batch_size", "divisor of prompts_per_step x group_size = 256"),
     (dict(micro_batch_size=5), "micro_batch_size", "divisor of mini_batch_size"),
-    (dict(loss_mode="ppo"), "loss_mode", "['dapo', 'gppo']"),
+    (dict(loss_mode="ppo"), "loss_mode", "['dapo', 'gppo', 'clip_cov', 'kl_cov']"),
+    (dict(clip_cov_ratio=0.0), "clip_cov_ratio", "0 < value <= 1"),
+    (dict(clip_cov_lb=6.0), "clip_cov_ub", "clip_cov_ub > clip_cov_lb"),
     (dict(group_size=1), "group_size", ">= 2"),
     (dict(lr=-1.0), "lr", "> 0"),
     (dict(steps="ten"), "steps", "type int"),
@@ -111,11 +113,17 @@ def test_erc_bites_only_off_policy(tmp_path):
 @pytest.mark.parametrize("variant", [
     dict(loss_mode="gppo", clip_high=0.2, erc=True), dict(entropy_penalty_coef=0.1), dict(entropy_coef=0.01),
     dict(kl_coef=0.01), dict(sft_coef=0.1, dynamic_sampling=True), dict(overlong_buffer=2, micro_batch_size=2),
+    dict(loss_mode="clip_cov", clip_cov_ratio=0.2, clip_cov_lb=-5.0), dict(loss_mode="kl_cov", kl_cov_ratio=0.2),
+    dict(loss_mode="kl_cov", kl_cov_ratio=0.2, erc=True),
 ])
 def test_variants_run(tmp_path, variant):
     recs = train(dict(FAST, steps=2, **variant), tmp_path)
     rl = [r for r in recs if r["step"] > 0]
     assert len(rl) == 2 and all(math.isfinite(r.get("loss", 0.0)) for r in rl)
+    if variant.get("loss_mode") == "clip_cov":
+        assert max(r["cov_clipfrac"] for r in rl) > 0      # the covariance clip acted
+    if variant.get("loss_mode") == "kl_cov":
+        assert max(r["cov_klfrac"] for r in rl) > 0
     if "kl_coef" in variant:
         assert all(r["kl_ref"] >= 0 for r in rl) and max(r["kl_ref"] for r in rl) > 0
 
