@@ -1,0 +1,281 @@
+"""Helpers and figures of the LLM-scale chapter (SmolLM2 or any HF causal LM trained with ERC-DAPO).
+
+The numbers come from :func:`erc_core.train.train` runs (``metrics.jsonl``, ``tokens.jsonl``, read with
+:mod:`erc_core.runs`) and from one scoring pass of a real model; the figures are built without pyplot, like
+:mod:`erc_core.plots`.
+
+    ent, texts = response_entropies_by_precision(model, tok, prompts)   # (N,) entropies per precision
+    outside_band_share(ent, bounds=(0.95, 1.05))             # share each precision would gate on numerics
+    fig_precision_ratio(ent, bounds=(0.95, 1.05))             # what numerics alone would gate
+    logits_memory(responses=32, length=64, vocab=49152)       # MiB of the logits of one micro-batch
+    fig_llm_run({"DAPO + ERC": runs.read_metrics(run)})       # curves that stay readable for 1-3 steps
+    fig_token_text(runs.read_tokens(run), pick_responses(runs.read_tokens(run)))
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from .entropy import entropy_from_logits
+from .plots import COLORS
+
+__all__ = ["PRECISIONS", "precision_entropies", "response_entropies_by_precision", "outside_band_share", "logits_memory", "fig_precision_ratio", "fig_llm_run",
+           "pick_responses", "token_label", "fig_token_text"]
+
+PRECISIONS = ("fp32 forward, fp32 entropy", "bf16 forward, fp32 entropy", "bf16 forward, bf16 entropy")
+
+
+# ---------------------------------------------------------------------------------------------- numerics
+def precision_entropies(logits_fp32: torch.Tensor, logits_bf16: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Full-vocabulary entropies of the same positions computed three ways (keys: :data:`PRECISIONS`).
+
+    Args:
+        logits_fp32: (N, V) logits of an fp32 forward (the reference).
+        logits_bf16: (N, V) logits of the same positions from a bf16 (autocast) forward.
+
+    Returns:
+        dict of (N,) float32 tensors: the reference; ``entropy_from_logits`` of the bf16 logits (fp32 arithmetic,
+        what the trainer does under bf16 autocast); and the entropy computed in bf16 arithmetic throughout
+        (``-(softmax * log_softmax).sum()`` on bf16 tensors), the shortcut the trainer avoids.
+    """
+    if logits_fp32.shape != logits_bf16.shape or logits_fp32.ndim != 2:
+        raise ValueError(f"expected two (N, V) tensors of one shape, got {tuple(logits_fp32.shape)} and "
+                         f"{tuple(logits_bf16.shape)}")
+    zb = logits_bf16.to(torch.bfloat16)
+    naive = -(zb.softmax(-1) * zb.log_softmax(-1)).sum(-1)
+    return {PRECISIONS[0]: entropy_from_logits(logits_fp32.float()),
+            PRECISIONS[1]: entropy_from_logits(zb),
+            PRECISIONS[2]: naive.float()}
+
+
+def response_entropies_by_precision(model, tokenizer, prompts: list[str], device: str = "cpu",
+                                    max_new_tokens: int = 16) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Sample one response per prompt with the trainer's ``generate`` (temperature 1, full vocabulary), then score
+    the response positions with an fp32 forward and a bf16-autocast forward (``forward_logits``, the trainer's
+    forward) and return :func:`precision_entropies` of them, (N,) each over the N response tokens, and the
+    decoded responses.
+
+    Args:
+        model, tokenizer: a causal LM on ``device`` and its tokenizer (left padding).
+        prompts: the prompt texts (chat-formatted for an instruct model).
+        device: "cpu" or "cuda".
+        max_new_tokens: response length limit.
+    """
+    from .models import forward_logits
+    from .train import generate, load_config
+
+    cfg = load_config(dict(device=device, max_new_tokens=max_new_tokens, temperature=1.0))
+    ids, pmask, responses, rmask, texts = generate(cfg, model, tokenizer, prompts)
+    full_ids, full_mask = torch.cat([ids, responses], 1), torch.cat([pmask, rmask.long()], 1)
+    keep = responses.shape[1] + 1
+    with torch.no_grad():
+        z32 = forward_logits(model, full_ids, full_mask, logits_to_keep=keep)[:, :-1][rmask]
+        with torch.autocast(device_type=device, dtype=torch.bfloat16):
+            z16 = forward_logits(model, full_ids, full_mask, logits_to_keep=keep)[:, :-1][rmask]
+    return precision_entropies(z32, z16), texts
+
+
+def outside_band_share(entropies: dict[str, torch.Tensor], bounds: tuple[float, float] = (0.95, 1.05)) -> dict[str, float]:
+    """For each entry of ``entropies`` (the reference first), the share of positions whose entropy ratio to the
+    reference, ``(H + 1e-8) / (H_ref + 1e-8)``, leaves the open band: what ERC would gate on that difference alone
+    (0 for the reference itself)."""
+    from .losses import erc_mask
+
+    ref = next(iter(entropies.values()))
+    everywhere = torch.ones_like(ref, dtype=torch.bool)
+    return {name: 1.0 - float(erc_mask(h, ref, everywhere, bounds).float().mean()) for name, h in entropies.items()}
+
+
+def logits_memory(responses: int, length: int, vocab: int, chunk_size: int = 0) -> dict[str, float]:
+    """MiB taken by the logits of ONE forward of ``responses`` x ``length`` tokens over a ``vocab`` vocabulary.
+
+    Returns:
+        dict with ``bf16 logits`` (what the LM head writes under bf16 autocast), ``one fp32 copy`` (one float32
+        temporary of the same shape, what an unchunked fp32 entropy / log-softmax pass allocates at least once, and
+        keeps for backward), and ``fp32 per chunk`` (the same for ``chunk_size`` rows; equal to the full copy
+        when ``chunk_size`` is 0).
+    """
+    for name, v in (("responses", responses), ("length", length), ("vocab", vocab)):
+        if v < 1:
+            raise ValueError(f"{name} must be >= 1, got {v!r}")
+    if chunk_size < 0:
+        raise ValueError(f"chunk_size must be >= 0, got {chunk_size!r}")
+    rows = responses * length
+    mib = 2.0 ** 20
+    chunk = min(chunk_size, rows) if chunk_size else rows
+    return {"bf16 logits": rows * vocab * 2 / mib, "one fp32 copy": rows * vocab * 4 / mib,
+            "fp32 per chunk": chunk * vocab * 4 / mib}
+
+
+def fig_precision_ratio(entropies: dict[str, torch.Tensor], bounds: tuple[float, float] = (0.95, 1.05)) -> Figure:
+    """Entropy ratio of each other precision to the first one (the reference), against the reference entropy.
+
+    Args:
+        entropies: ``{name: (N,) entropies}``, the reference first (e.g. :func:`precision_entropies`).
+        bounds: the ERC band, shaded: points outside it are tokens the gate would stop on numerics alone if the
+            old pass and the update used these two precisions.
+    """
+    names = list(entropies)
+    if len(names) < 2:
+        raise ValueError("need the reference and at least one other precision")
+    ref = entropies[names[0]].detach().float().cpu().numpy()
+    fig = Figure(figsize=(7.5, 3.0), dpi=120, layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(names) - 1, sharey=True))
+    for ax, name in zip(axes, names[1:]):
+        h = entropies[name].detach().float().cpu().numpy()
+        rho = (h + 1e-8) / (ref + 1e-8)
+        out = (rho <= bounds[0]) | (rho >= bounds[1])
+        ax.axhspan(*bounds, color=COLORS["band"], alpha=0.12, lw=0)
+        ax.axhline(1.0, color=COLORS["old"], lw=0.6)
+        ax.scatter(ref[~out], rho[~out], s=7, color=COLORS["kept"], alpha=0.7, label="inside the band")
+        ax.scatter(ref[out], rho[out], s=7, color=COLORS["high"], alpha=0.8,
+                   label=f"outside: {out.mean():.0%} of {len(rho)}")
+        ax.set(xscale="log", title=name, xlabel=f"H, {names[0]} (nats)")
+        ax.legend(frameon=False, fontsize=7)
+    axes[0].set_ylabel("rho = H / H_ref")
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------- run curves
+_PANELS = (("reward_mean", "sampled reward"), ("eval_acc", "greedy eval accuracy"),
+           ("entropy_mean", "entropy, old pass (nats)"), ("clipfrac", "share of tokens clipped / gated"),
+           ("grad_norm", "grad norm (before clip)"), ("time", "seconds per step"))
+
+
+def fig_llm_run(runs: dict[str, pd.DataFrame]) -> Figure:
+    """Training curves of one or more runs, readable for 1-3 steps (markers) as for hundreds (lines).
+
+    Panels: reward, eval accuracy, old-pass entropy, clip fractions (``erc_clipfrac`` solid, ``ppo_clipfrac``
+    dashed; a run without ERC shows ``ratio_outside_frac``, what the gate WOULD have taken, dotted), gradient norm,
+    and the time of one step split into generation, old pass and updates (first run).
+
+    Args:
+        runs: ``{name: erc_core.runs.read_metrics(...)}`` DataFrames indexed by step (step 0 = evaluation only).
+    """
+    if not runs:
+        raise ValueError("runs is empty")
+    fig = Figure(figsize=(7.5, 5.0), dpi=120, layout="constrained")
+    axes = fig.subplots(2, 3).ravel()
+    colors = [COLORS["erc"], COLORS["ppo"], COLORS["low"], COLORS["high"]]
+    n_max = max(int((df.index > 0).sum()) for df in runs.values())
+    mk = dict(marker="o", ms=3) if n_max <= 30 else {}
+    for i, (name, df) in enumerate(runs.items()):
+        c = colors[i % len(colors)]
+        rl = df[df.index > 0]
+        erc_on = bool((rl["erc_clipfrac"].fillna(0) > 0).any()) or not (rl["ratio_outside_frac"].fillna(0) > 0).any()
+        for ax, (key, title) in zip(axes, _PANELS):
+            if key != "time":
+                ax.set_title(title, fontsize="medium")
+            ax.set_xlabel("RL step")
+            if key == "eval_acc":
+                s = df[key].dropna()
+                ax.plot(s.index, s.values, color=c, marker="o", ms=3, label=name)
+            elif key == "clipfrac":
+                col, ls, lab = ("erc_clipfrac", "-", "ERC gated") if erc_on else ("ratio_outside_frac", ":",
+                                                                                  "ERC would gate")
+                ax.plot(rl.index, rl[col], color=c, ls=ls, label=f"{name}: {lab}", **mk)
+                ax.plot(rl.index, rl["ppo_clipfrac"], color=c, ls="--", label=f"{name}: PPO clipped", **mk)
+            elif key == "time":
+                if i == 0:
+                    bottom = np.zeros(len(rl))
+                    for part, pc in (("time_generate", COLORS["old"]), ("time_old", COLORS["low"]),
+                                     ("time_update", "#9467bd")):
+                        ax.bar(rl.index, rl[part], bottom=bottom, color=pc, width=0.8,
+                               label=part.removeprefix("time_"))
+                        bottom += rl[part].to_numpy(float)
+                    ax.set_title(f"seconds per step, {name}", fontsize="medium")
+                    ax.set_ylim(0, 1.4 * max(float(bottom.max()), 1e-9))
+            else:
+                ax.plot(rl.index, rl[key], color=c, label=name, **mk)
+    axes[0].legend(frameon=False, fontsize=7)
+    axes[3].legend(frameon=False, fontsize=6)
+    axes[5].legend(frameon=False, fontsize=6, loc="upper center", ncol=3)
+    for ax in axes:
+        if n_max <= 10:
+            ax.set_xticks(range(0 if ax is axes[1] else 1, n_max + 1))
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------- tokens
+def pick_responses(tokens: pd.DataFrame, n: int = 4, bounds: tuple[float, float] = (0.95, 1.05)) -> list[tuple[int, int]]:
+    """``n`` logged (step, response) pairs to show token by token: from the LAST logged step (the most trained
+    policy), the responses with the most tokens outside the ERC band first (ties: the first logged).
+
+    Args:
+        tokens: an :func:`erc_core.runs.read_tokens` table.
+    """
+    if tokens.empty:
+        return []
+    last = tokens[tokens["step"] == tokens["step"].max()]
+    out = (last["ratio"] <= bounds[0]) | (last["ratio"] >= bounds[1])
+    counts = out.groupby([last["step"], last["response"]], sort=False).sum()
+    order = sorted(range(len(counts)), key=lambda i: (-int(counts.iloc[i]), i))
+    return [(int(s), int(r)) for s, r in (counts.index[i] for i in order[:n])]
+
+
+def token_label(token: str) -> str:
+    """A token's text as one printable cell: newlines as a return sign, tabs as an arrow, empty as a middle dot."""
+    text = token.replace("\n", "\u23ce").replace("\t", "\u2192")
+    return text if text else "\u00b7"
+
+
+def fig_token_text(tokens: pd.DataFrame, pairs: list[tuple[int, int]], bounds: tuple[float, float] = (0.95, 1.05),
+                   width: int = 96) -> Figure:
+    """The text of a few responses, token by token, each token on a background saying what the ERC band does.
+
+    Green: kept (``low < rho < high``); blue: gated, the entropy fell (``rho <= low``); red: gated, it rose
+    (``rho >= high``). Each response starts with a line giving its step, reward and advantage.
+
+    Args:
+        tokens: an :func:`erc_core.runs.read_tokens` table (``token``, ``ratio``, ``step``, ``response``, ...).
+        pairs: the (step, response) pairs to show, e.g. from :func:`pick_responses` (empty: a note says so).
+        bounds: the ERC band.
+        width: characters per line before wrapping.
+    """
+    lines: list[list[tuple[str, int]]] = []  # (text, kind) cells; kind -1 = header text
+    for step, resp in pairs:
+        rows = tokens[(tokens["step"] == step) & (tokens["response"] == resp)].sort_values("t")
+        if rows.empty:
+            raise ValueError(f"no logged tokens for step {step}, response {resp}")
+        head = rows.iloc[0]
+        lines.append([(f"step {step}, response {resp}: reward {head['reward']:.0f}, "
+                       f"advantage {head['advantage']:+.2f}", -1)])
+        cur, col = [], 0
+        for tok, rho in zip(rows["token"], rows["ratio"]):
+            label = token_label(str(tok))[:width]
+            if col + len(label) > width and cur:
+                lines.append(cur)
+                cur, col = [], 0
+            kind = 1 if rho <= bounds[0] else 2 if rho >= bounds[1] else 0
+            cur.append((label, kind))
+            col += len(label) + 1
+        if cur:
+            lines.append(cur)
+    if not lines:
+        lines.append([("no response was logged (every logged step had all advantages 0)", -1)])
+    n = len(lines)
+    fontsize = 8
+    fig = Figure(figsize=(7.5, 0.3 + 0.22 * (n + 1)), dpi=120)
+    ax = fig.add_axes((0.01, 0.01, 0.98, 0.98))
+    char_w = 0.6 * fontsize / 72 / (7.5 * 0.98)  # monospace advance as a fraction of the axes width
+    ax.set_xlim(0, 1)
+    ax.set_ylim(n - 0.4, -1.6)  # one line on top for the legend
+    ax.axis("off")
+    face = {0: "#c7e9c0", 1: COLORS["low"], 2: COLORS["high"]}
+    for y, cells in enumerate(lines):
+        x = 0.0
+        for text, kind in cells:
+            style = (dict(color="black", fontweight="bold", family="sans-serif") if kind < 0 else
+                     dict(family="monospace", color="white" if kind else "black",
+                          bbox=dict(boxstyle="square,pad=0.12", fc=face[kind], ec="none")))
+            ax.text(x, y, text, fontsize=fontsize, va="center", ha="left", **style)
+            x += (len(text) + 1) * char_w
+    ax.legend(handles=[Patch(color=face[0], label=f"kept: {bounds[0]} < rho < {bounds[1]}"),
+                       Patch(color=face[1], label="gated: entropy fell"),
+                       Patch(color=face[2], label="gated: entropy rose")],
+              loc="upper right", frameon=False, fontsize=7, ncol=3, borderaxespad=0.1)
+    return fig
