@@ -23,22 +23,22 @@ from matplotlib.patches import Patch
 from .entropy import entropy_from_logits
 from .plots import COLORS
 
-__all__ = ["PRECISIONS", "precision_entropies", "response_entropies_by_precision", "outside_band_share", "logits_memory", "fig_precision_ratio", "fig_llm_run",
-           "pick_responses", "token_label", "fig_token_text"]
+__all__ = ["PRECISIONS", "precision_entropies", "response_entropies_by_precision", "outside_band_share",
+           "logits_memory", "fig_precision_ratio", "fig_llm_run", "pick_responses", "token_label", "fig_token_text"]
 
 PRECISIONS = ("fp32 forward, fp32 entropy", "bf16 forward, fp32 entropy", "bf16 forward, bf16 entropy")
 
 
 # ---------------------------------------------------------------------------------------------- numerics
 def precision_entropies(logits_fp32: torch.Tensor, logits_bf16: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Full-vocabulary entropies of the same positions computed three ways (keys: :data:`PRECISIONS`).
+    """Full-vocabulary entropies of the same positions computed three ways (keys: ``PRECISIONS``).
 
     Args:
         logits_fp32: (N, V) logits of an fp32 forward (the reference).
         logits_bf16: (N, V) logits of the same positions from a bf16 (autocast) forward.
 
     Returns:
-        dict of (N,) float32 tensors: the reference; ``entropy_from_logits`` of the bf16 logits (fp32 arithmetic,
+        A dict of ``(N,)`` float32 tensors keyed by ``PRECISIONS`` -- the reference; ``entropy_from_logits`` of the bf16 logits (fp32 arithmetic,
         what the trainer does under bf16 autocast); and the entropy computed in bf16 arithmetic throughout
         (``-(softmax * log_softmax).sum()`` on bf16 tensors), the shortcut the trainer avoids.
     """
