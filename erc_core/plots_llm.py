@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from .entropy import entropy_from_logits
+from .losses import entropy_ratio, erc_mask
 from .plots import COLORS
 
 __all__ = ["PRECISIONS", "precision_entropies", "response_entropies_by_precision", "outside_band_share",
@@ -83,8 +84,6 @@ def outside_band_share(entropies: dict[str, torch.Tensor], bounds: tuple[float, 
     """For each entry of ``entropies`` (the reference first), the share of positions whose entropy ratio to the
     reference, ``(H + 1e-8) / (H_ref + 1e-8)``, leaves the open band: what ERC would gate on that difference alone
     (0 for the reference itself)."""
-    from .losses import erc_mask
-
     ref = next(iter(entropies.values()))
     everywhere = torch.ones_like(ref, dtype=torch.bool)
     return {name: 1.0 - float(erc_mask(h, ref, everywhere, bounds).float().mean()) for name, h in entropies.items()}
@@ -122,13 +121,14 @@ def fig_precision_ratio(entropies: dict[str, torch.Tensor], bounds: tuple[float,
     names = list(entropies)
     if len(names) < 2:
         raise ValueError("need the reference and at least one other precision")
-    ref = entropies[names[0]].detach().float().cpu().numpy()
+    ref_t = entropies[names[0]].detach().float().cpu()
+    ref = ref_t.numpy()
     fig = Figure(figsize=(7.5, 3.0), dpi=120, layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(names) - 1, sharey=True))
     for ax, name in zip(axes, names[1:]):
-        h = entropies[name].detach().float().cpu().numpy()
-        rho = (h + 1e-8) / (ref + 1e-8)
-        out = (rho <= bounds[0]) | (rho >= bounds[1])
+        h = entropies[name].detach().float().cpu()
+        rho = entropy_ratio(h, ref_t).numpy()
+        out = (~erc_mask(h, ref_t, torch.ones_like(h, dtype=torch.bool), bounds)).numpy()
         ax.axhspan(*bounds, color=COLORS["band"], alpha=0.12, lw=0)
         ax.axhline(1.0, color=COLORS["old"], lw=0.6)
         ax.scatter(ref[~out], rho[~out], s=7, color=COLORS["kept"], alpha=0.7, label="inside the band")

@@ -44,7 +44,8 @@ from transformers import GenerationConfig
 
 from .advantages import dynamic_sampling_mask, grpo_advantages, overlong_penalty
 from .entropy import logprobs_and_entropy
-from .losses import AGG_MODES, KL_KINDS, agg_loss, entropy_ratio_penalty, erc_mask, kl_penalty, policy_loss
+from .losses import (AGG_MODES, KL_KINDS, agg_loss, entropy_ratio, entropy_ratio_penalty, erc_mask, kl_penalty,
+                     policy_loss)
 from .models import char_tokenizer, encode_prompts, forward_logits, load_pretrained, tiny_model, warm_start
 from .tasks import TASKS, format_prompt, make_task
 
@@ -480,12 +481,15 @@ def token_records(cfg: Config, tok, ro: Rollout, last_ent: torch.Tensor, step: i
     cand = [i for i in order if ro.advantages[i] != 0]
     recs = []
     for i in cand[:cfg.log_tokens_responses]:
+        # the gate's own functions on the same float32 tensors, so a record says exactly what the gate did
+        old_h, h = ro.extra["old_entropy"][i].float().cpu(), last_ent[i].float().cpu()
+        rho = entropy_ratio(h, old_h)
+        out_band = ~erc_mask(h, old_h, torch.ones_like(h, dtype=torch.bool), (cfg.erc_low, cfg.erc_high))
         for t in range(int(ro.response_mask[i].sum())):
-            h_old, h = float(ro.extra["old_entropy"][i, t]), float(last_ent[i, t])
-            rho = (h + 1e-8) / (h_old + 1e-8)
-            outside = not (cfg.erc_low < rho < cfg.erc_high)
+            outside = bool(out_band[t])
             recs.append(dict(step=step, response=i, t=t, token=tok.decode([int(ro.responses[i, t])]),
-                             old_entropy=h_old, entropy=h, ratio=rho, outside_band=outside,
+                             old_entropy=float(old_h[t]), entropy=float(h[t]), ratio=float(rho[t]),
+                             outside_band=outside,
                              gated=outside and cfg.erc, advantage=float(ro.advantages[i]),
                              reward=float(ro.rewards[i])))
     return recs
