@@ -40,7 +40,8 @@ import pandas as pd
 import yaml
 from scipy import stats as sps
 
-__all__ = ["Variant", "Grid", "load_grid", "run_id", "run_grid", "collect", "per_run", "summarize", "ci95", "main"]
+__all__ = ["Variant", "Grid", "load_grid", "run_id", "run_grid", "collect", "collect_tokens", "export", "load",
+           "per_run", "summarize", "ci95", "paired_diff", "max_abs_diff", "token_stats", "format_ci", "main"]
 
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
@@ -194,14 +195,42 @@ def collect(out_dir: str | os.PathLike) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-REDUCERS = ("last", "mean", "diff_std")
+def collect_tokens(out_dir: str | os.PathLike) -> pd.DataFrame:
+    """Every finished run's ``tokens.jsonl`` under ``out_dir/runs`` in one table (a row per logged token).
+
+    Columns: ``run_id, variant, seed, erc, erc_low, erc_high`` (the run's gate and band, from its resolved config
+    in ``DONE``) and the columns of :func:`erc_core.runs.read_tokens` (``old_entropy``, ``ratio``,
+    ``outside_band`` = outside the run's own band, ``gated``, ...). Runs that logged no tokens are skipped.
+    """
+    from .runs import read_tokens
+
+    frames = []
+    for done in sorted(Path(out_dir).glob("runs/*/DONE")):
+        path = done.parent / "tokens.jsonl"
+        if not path.exists() or path.stat().st_size == 0:
+            continue
+        cfg = json.loads(done.read_text())
+        rid = done.parent.name
+        variant, seed = rid.rsplit("__seed", 1)
+        df = read_tokens(done.parent)
+        for i, (k, v) in enumerate(dict(run_id=rid, variant=variant, seed=int(seed), erc=bool(cfg["erc"]),
+                                        erc_low=float(cfg["erc_low"]), erc_high=float(cfg["erc_high"])).items()):
+            df.insert(i, k, v)
+        frames.append(df)
+    if not frames:
+        raise ValueError(f"no finished run under {out_dir}/runs logged tokens (log_tokens_every >= 1)")
+    return pd.concat(frames, ignore_index=True)
+
+
+REDUCERS = ("last", "mean", "diff_std", "rel_diff_std")
 
 
 def per_run(table: pd.DataFrame, metric: str, reducer: str = "last", last_k: int = 10) -> pd.DataFrame:
     """One number per run from the per-step ``metric`` (NaN steps dropped, e.g. steps without evaluation).
 
     ``reducer``: "last" = mean of the last ``last_k`` values; "mean" = mean over all steps >= 1;
-    "diff_std" = standard deviation of the step-to-step differences (how jumpy the metric is).
+    "diff_std" = standard deviation of the step-to-step differences (how jumpy the metric is);
+    "rel_diff_std" = that divided by the mean absolute value of the metric (jumpiness relative to its level).
     Returns columns ``run_id, variant, seed, value``.
     """
     if reducer not in REDUCERS:
@@ -220,6 +249,8 @@ def per_run(table: pd.DataFrame, metric: str, reducer: str = "last", last_k: int
             value = x.mean() if len(x) else math.nan
         else:
             value = np.diff(x).std(ddof=1) if len(x) >= 3 else math.nan
+            if reducer == "rel_diff_std":
+                value = value / np.abs(x).mean() if len(x) >= 3 and np.abs(x).mean() > 0 else math.nan
         rows.append(dict(run_id=rid, variant=variant, seed=seed, value=float(value)))
     return pd.DataFrame(rows)
 
@@ -250,6 +281,119 @@ def summarize(table: pd.DataFrame, metric: str, reducer: str = "last", last_k: i
     return pd.DataFrame(rows)
 
 
+def export(out_dir: str | os.PathLike, dest: str | os.PathLike) -> dict[str, Path]:
+    """Write a finished study's tables, compressed, for shipping with the book: ``dest/metrics.csv.gz``,
+    ``dest/runs.csv`` and (when runs logged tokens) ``dest/tokens.csv.gz``. Returns the written paths."""
+    out, dest = Path(out_dir), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    written = {"metrics": dest / "metrics.csv.gz", "runs": dest / "runs.csv"}
+    collect(out).to_csv(written["metrics"], index=False)
+    shutil.copyfile(out / "runs.csv", written["runs"])
+    try:
+        tokens = collect_tokens(out)
+    except ValueError:
+        return written
+    written["tokens"] = dest / "tokens.csv.gz"
+    tokens.to_csv(written["tokens"], index=False)
+    return written
+
+
+def load(study_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """``(metrics, tokens)`` of a study: a :func:`run_grid` output folder (read from its runs) or an
+    :func:`export` folder (read from its files). ``tokens`` is None when no run logged tokens."""
+    d = Path(study_dir)
+    if (d / "metrics.csv.gz").exists():
+        tok = d / "tokens.csv.gz"
+        tokens = pd.read_csv(tok, dtype={"token": str}, keep_default_na=False, na_values=[""]) if tok.exists() else None
+        return pd.read_csv(d / "metrics.csv.gz"), tokens
+    if not (d / "runs").is_dir():
+        raise FileNotFoundError(f"{d} is neither a study folder (runs/) nor an exported one (metrics.csv.gz)")
+    try:
+        tokens = collect_tokens(d)
+    except ValueError:
+        tokens = None
+    return collect(d), tokens
+
+
+def paired_diff(runs: pd.DataFrame, a: str, b: str) -> dict:
+    """``b - a`` per seed (runs of the same seed share the warm start and first rollout), with its 95% CI.
+
+    Args:
+        runs: a :func:`per_run` table (``variant, seed, value``).
+        a: the reference variant; b: the compared one.
+
+    Returns:
+        A dict with ``n`` (seeds present in both), ``mean``, ``low``, ``high`` of the per-seed differences.
+    """
+    for name in (a, b):
+        if name not in set(runs["variant"]):
+            raise ValueError(f"variant {name!r} is not in the table (have {sorted(set(runs['variant']))})")
+    x = runs[runs.variant == a].set_index("seed")["value"]
+    y = runs[runs.variant == b].set_index("seed")["value"]
+    seeds = sorted(set(x.index) & set(y.index))
+    if not seeds:
+        raise ValueError(f"variants {a!r} and {b!r} share no seed")
+    d = (y.loc[seeds] - x.loc[seeds]).to_numpy(float)
+    m, lo, hi = ci95(d)
+    return dict(n=int((~np.isnan(d)).sum()), mean=m, low=lo, high=hi)
+
+
+def max_abs_diff(table: pd.DataFrame, a: str, b: str, metrics: list[str]) -> dict:
+    """Largest ``|b - a|`` of each metric over all (seed, step) rows the two variants share (0.0 = identical runs).
+
+    NaN in both runs at the same row counts as equal; NaN in one only counts as ``inf``.
+    """
+    x = table[table.variant == a].set_index(["seed", "step"])
+    y = table[table.variant == b].set_index(["seed", "step"])
+    rows = x.index.intersection(y.index)
+    if len(rows) == 0:
+        raise ValueError(f"variants {a!r} and {b!r} share no (seed, step) rows")
+    out = {}
+    for m in metrics:
+        if m not in table.columns:
+            raise ValueError(f"metric {m!r} is not a column of the table")
+        u, v = x.loc[rows, m].to_numpy(float), y.loc[rows, m].to_numpy(float)
+        both_nan = np.isnan(u) & np.isnan(v)
+        diff = np.where(both_nan, 0.0, np.abs(u - v))
+        out[m] = float(np.nan_to_num(diff, nan=np.inf).max())
+    return out
+
+
+def token_stats(tokens: pd.DataFrame) -> pd.DataFrame:
+    """Per run: which logged tokens left the run's entropy-ratio band, and how uncertain they were before.
+
+    Args:
+        tokens: a :func:`collect_tokens` table.
+
+    Returns:
+        One row per run: ``run_id, variant, seed, n_tokens, outside_frac``, ``h_outside`` / ``h_inside`` (mean
+        old entropy of the tokens outside / inside the band, nats), ``h_median`` (the run's median old entropy)
+        and ``low_share_outside`` / ``low_share_inside`` (share of each group whose old entropy is below that
+        median; 0.5 means no preference for low- or high-entropy tokens).
+    """
+    rows = []
+    for (rid, variant, seed), g in tokens.groupby(["run_id", "variant", "seed"], sort=True):
+        h, out = g["old_entropy"].to_numpy(float), g["outside_band"].to_numpy(bool)
+        med = float(np.median(h))
+
+        def mean(x: np.ndarray) -> float:
+            return float(x.mean()) if len(x) else math.nan
+
+        rows.append(dict(run_id=rid, variant=variant, seed=int(seed), n_tokens=len(h), outside_frac=float(out.mean()),
+                         h_outside=mean(h[out]), h_inside=mean(h[~out]), h_median=med,
+                         low_share_outside=mean(h[out] < med), low_share_inside=mean(h[~out] < med)))
+    return pd.DataFrame(rows)
+
+
+def format_ci(mean: float, low: float, high: float, digits: int = 3, sign: bool = False) -> str:
+    """``"0.351 [0.270, 0.433]"`` (``sign=True``: ``"+0.163 [+0.069, +0.257]"``); ``"0.351 (n < 2)"`` without an
+    interval."""
+    f = f"{{:{'+' if sign else ''}.{digits}f}}"
+    if math.isnan(low) or math.isnan(high):
+        return f"{f.format(mean)} (n < 2)"
+    return f"{f.format(mean)} [{f.format(low)}, {f.format(high)}]"
+
+
 def main(argv: list[str] | None = None) -> int:
     from .train import parse_set
 
@@ -260,12 +404,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=None, help="parallel runs (default: cores / threads per run)")
     ap.add_argument("--threads-per-run", type=int, default=1)
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys in every run")
+    ap.add_argument("--export", default=None, metavar="DIR",
+                    help="then write metrics.csv.gz, runs.csv, tokens.csv.gz to DIR (to ship the results)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     table = run_grid(load_grid(args.grid), args.out, args.seeds, args.workers, args.threads_per_run,
                      parse_set(args.set))
     print(f"[study] {table['run_id'].nunique()} runs, {len(table)} rows -> {Path(args.out) / 'metrics.csv'} "
           f"({time.perf_counter() - t0:.0f} s)")
+    if args.export:
+        for path in export(args.out, args.export).values():
+            print(f"[study] wrote {path}")
     return 0
 
 

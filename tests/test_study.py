@@ -10,7 +10,9 @@ import pytest
 import yaml
 from scipy import stats as sps
 
-from erc_core.study import ci95, collect, load_grid, per_run, run_grid, summarize
+from erc_core import plots_study
+from erc_core.study import (ci95, collect, collect_tokens, export, format_ci, load, load_grid, max_abs_diff,
+                              paired_diff, per_run, run_grid, summarize, token_stats)
 
 TINY = dict(steps=2, arith_max_operand=9, eval_size=10, eval_every=2, tiny_hidden=32, tiny_layers=1, tiny_heads=2,
             warmstart_steps=5, warmstart_batch=16, prompts_per_step=4, group_size=4, mini_batch_size=8,
@@ -116,3 +118,108 @@ def test_bad_arguments():
         per_run(t, "nope")
     with pytest.raises(ValueError, match="last_k"):
         per_run(t, "reward_mean", last_k=0)
+
+
+def test_rel_diff_std_divides_by_the_mean_level():
+    t = fake_table()
+    rel = per_run(t, "entropy_mean", "rel_diff_std").set_index("run_id")["value"]
+    x = np.array([1.0 + (s % 2) for s in range(1, 11)])
+    assert rel["b__seed0"] == pytest.approx(np.diff(x).std(ddof=1) / x.mean())
+    assert rel["a__seed0"] == 0.0
+
+
+def test_paired_diff_matches_seeds_and_gives_the_t_interval():
+    runs = pd.DataFrame(dict(variant=["a"] * 3 + ["b"] * 4, seed=[0, 1, 2, 2, 1, 0, 7],
+                             value=[1.0, 2.0, 3.0, 3.5, 2.1, 1.6, 99.0]))
+    d = paired_diff(runs, "a", "b")          # seed 7 has no partner; differences 0.6, 0.1, 0.5
+    m, lo, hi = ci95([0.6, 0.1, 0.5])
+    assert d["n"] == 3 and (d["mean"], d["low"], d["high"]) == pytest.approx((m, lo, hi))
+    with pytest.raises(ValueError, match="variant 'c'"):
+        paired_diff(runs, "a", "c")
+    with pytest.raises(ValueError, match="share no seed"):
+        paired_diff(pd.DataFrame(dict(variant=["a", "b"], seed=[0, 1], value=[1.0, 2.0])), "a", "b")
+
+
+def test_max_abs_diff_is_zero_only_for_identical_runs():
+    t = fake_table()
+    same = t[t.variant == "a"].assign(variant="c", run_id=lambda d: d.run_id.str.replace("a__", "c__"))
+    both = pd.concat([t, same])
+    assert max_abs_diff(both, "a", "c", ["reward_mean", "entropy_mean"]) == {"reward_mean": 0.0, "entropy_mean": 0.0}
+    d = max_abs_diff(both, "a", "b", ["reward_mean", "entropy_mean"])
+    assert d == {"reward_mean": 0.0, "entropy_mean": 1.0}
+    one_nan = both.copy()
+    one_nan.loc[(one_nan.variant == "c") & (one_nan.step == 3), "reward_mean"] = np.nan
+    assert max_abs_diff(one_nan, "a", "c", ["reward_mean"])["reward_mean"] == math.inf
+    with pytest.raises(ValueError, match="metric"):
+        max_abs_diff(both, "a", "c", ["nope"])
+
+
+def test_token_stats_reference_values():
+    tok = pd.DataFrame(dict(run_id="x__seed0", variant="x", seed=0,
+                            old_entropy=[0.1, 0.2, 0.3, 0.4, 0.5], outside_band=[True, False, False, True, True]))
+    s = token_stats(tok).iloc[0]
+    assert s["n_tokens"] == 5 and s["outside_frac"] == pytest.approx(0.6) and s["h_median"] == pytest.approx(0.3)
+    assert s["h_outside"] == pytest.approx(1.0 / 3) and s["h_inside"] == pytest.approx(0.25)
+    assert s["low_share_outside"] == pytest.approx(1 / 3) and s["low_share_inside"] == pytest.approx(0.5)
+
+
+def test_format_ci():
+    assert format_ci(0.35127, 0.26987, 0.43269) == "0.351 [0.270, 0.433]"
+    assert format_ci(0.163, 0.069, 0.257, sign=True) == "+0.163 [+0.069, +0.257]"
+    assert format_ci(1.0, math.nan, math.nan, digits=1) == "1.0 (n < 2)"
+
+
+@pytest.mark.slow
+def test_tokens_export_and_load_round_trip(tmp_path):
+    grid = load_grid(write_grid(tmp_path, [dict(name="dapo", config="configs/tiny_arith_dapo.yaml"),
+                                           dict(name="erc", config="configs/tiny_arith_erc.yaml",
+                                                set=dict(erc_low=0.9, erc_high=1.2))],
+                                base=dict(TINY, log_tokens_every=1, warmstart_steps=150, steps=3), seeds=1))
+    table = run_grid(grid, tmp_path / "out", workers=2, log=lambda s: None)
+    tok = collect_tokens(tmp_path / "out")
+    assert set(tok["variant"]) == {"dapo", "erc"} and len(tok) > 0
+    erc = tok[tok.variant == "erc"]
+    assert (erc["erc"]).all() and (erc["erc_low"] == 0.9).all() and (erc["erc_high"] == 1.2).all()
+    assert (erc["gated"] == erc["outside_band"]).all() and not tok.loc[tok.variant == "dapo", "gated"].any()
+    inside = (erc["ratio"] > 0.9) & (erc["ratio"] < 1.2)
+    assert (erc["outside_band"] == ~inside).all()   # the run's own band, not the default one
+    written = export(tmp_path / "out", tmp_path / "shipped")
+    assert set(written) == {"metrics", "runs", "tokens"}
+    for source in (tmp_path / "out", tmp_path / "shipped"):
+        m, t = load(source)
+        pd.testing.assert_frame_equal(m, table, check_dtype=False)
+        pd.testing.assert_frame_equal(t.reset_index(drop=True), tok, check_dtype=False)
+    with pytest.raises(FileNotFoundError, match="neither"):
+        load(tmp_path)
+    figs = (plots_study.fig_study_curves(table, {"erc": ("erc_clipfrac", ["dapo", "erc"])}, smooth=1),
+            plots_study.fig_study_bars({"eval": summarize(table, "eval_acc", "last", 1)}),
+            plots_study.fig_token_entropy(tok, ["dapo", "erc"]))
+    assert [len(f.axes) for f in figs] == [1, 1, 2]
+
+
+def test_seed_band_mean_and_interval():
+    t = fake_table()
+    b = plots_study.seed_band(t, "a", "reward_mean")
+    assert list(b.index) == list(range(1, 11)) and (b["n"] == 3).all()
+    assert b.loc[4, "mean"] == pytest.approx(0.41)
+    m, lo, hi = ci95([0.4, 0.41, 0.42])
+    assert (b.loc[4, "low"], b.loc[4, "high"]) == pytest.approx((lo, hi))
+    smooth = plots_study.seed_band(t, "a", "reward_mean", smooth=3)
+    assert smooth.loc[5, "mean"] == pytest.approx(0.51)        # centred mean of steps 4, 5, 6
+    with pytest.raises(ValueError, match="variant 'z'"):
+        plots_study.seed_band(t, "z", "reward_mean")
+    with pytest.raises(ValueError, match="smooth"):
+        plots_study.seed_band(t, "a", "reward_mean", smooth=0)
+
+
+def test_study_figures_draw_every_variant_and_reject_empty_input():
+    t = fake_table()
+    fig = plots_study.fig_study_curves(t, {"reward": ("reward_mean", ["a", "b"]), "ent": ("entropy_mean", ["b"])})
+    assert [len(ax.lines) for ax in fig.axes] == [2, 1] and [len(ax.collections) for ax in fig.axes] == [2, 1]
+    s = summarize(t, "reward_mean", "last", 2)
+    fig = plots_study.fig_study_bars({"r": s, "r2": s}, order=["b", "a"], ref={"r": 0.5})
+    assert len(fig.axes) == 2 and [tl.get_text() for tl in fig.axes[0].get_yticklabels()] == ["b", "a"]
+    for bad in (lambda: plots_study.fig_study_curves(t, {}), lambda: plots_study.fig_study_bars({}),
+                lambda: plots_study.fig_token_entropy(pd.DataFrame(), [])):
+        with pytest.raises(ValueError):
+            bad()

@@ -1,0 +1,110 @@
+"""Figures of the claims chapter, drawn from a study's tidy tables (:mod:`erc_core.study`), without pyplot.
+
+    table = study.collect("results/claims")                       # a row per (run, step)
+    fig_study_curves(table, {"ERC gate": ("erc_clipfrac", ["dapo_erc"])})
+    fig_study_bars({"eval accuracy": study.summarize(table, "eval_acc", "last", 1)})
+    fig_token_entropy(study.collect_tokens("results/claims"), ["dapo", "dapo_erc"])
+
+Every curve is the mean over seeds with a shaded 95% Student-t band; every bar a mean over seeds with its 95%
+interval, so a reader sees at a glance which differences the seeds can resolve.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from scipy import stats as sps
+
+__all__ = ["PALETTE", "seed_band", "fig_study_curves", "fig_study_bars", "fig_token_entropy"]
+
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+           "#17becf", "#393b79", "#637939")
+
+
+def seed_band(table: pd.DataFrame, variant: str, metric: str, smooth: int = 1) -> pd.DataFrame:
+    """Per RL step (>= 1): mean over seeds of ``metric`` (each run first smoothed by a centred rolling mean over
+    ``smooth`` steps) and its 95% t-interval. Columns ``mean, low, high, n``, indexed by step."""
+    if smooth < 1:
+        raise ValueError(f"smooth must be an integer >= 1, got {smooth!r}")
+    rows = table[(table.variant == variant) & (table.step >= 1)]
+    if rows.empty:
+        raise ValueError(f"variant {variant!r} has no RL steps in the table")
+    if metric not in rows.columns:
+        raise ValueError(f"metric {metric!r} is not a column of the table")
+    wide = rows.pivot_table(index="step", columns="seed", values=metric).sort_index()
+    wide = wide.rolling(smooth, center=True, min_periods=1).mean()
+    n = wide.notna().sum(axis=1)
+    mean = wide.mean(axis=1)
+    half = sps.t.ppf(0.975, np.maximum(n - 1, 1)) * wide.std(axis=1, ddof=1) / np.sqrt(n)
+    half[n < 2] = np.nan
+    return pd.DataFrame(dict(mean=mean, low=mean - half, high=mean + half, n=n))
+
+
+def fig_study_curves(table: pd.DataFrame, panels: dict, smooth: int = 10, logy: tuple[str, ...] = ()) -> Figure:
+    """One panel per entry ``{title: (metric, [variant, ...])}``: each variant's seed mean over RL steps with
+    its 95% band. ``logy``: titles of panels drawn on a log scale (values <= 0 are not shown there)."""
+    if not panels:
+        raise ValueError("panels is empty: give at least one {title: (metric, [variants])}")
+    fig = Figure(figsize=(3.3 * len(panels), 2.9), dpi=120, layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    colors = {}
+    for ax, (title, (metric, variants)) in zip(axes, panels.items()):
+        for v in variants:
+            c = colors.setdefault(v, PALETTE[len(colors) % len(PALETTE)])
+            b = seed_band(table, v, metric, smooth)
+            if title in logy:
+                b = b.where(b > 0)
+            ax.plot(b.index, b["mean"], color=c, lw=1.2, label=v)
+            ax.fill_between(b.index, b["low"], b["high"], color=c, alpha=0.2, lw=0)
+        ax.set(title=title, xlabel="RL step", yscale="log" if title in logy else "linear")
+        ax.legend(frameon=False, fontsize=7)
+    return fig
+
+
+def fig_study_bars(summaries: dict, order: list[str] | None = None, ref: dict | None = None) -> Figure:
+    """One panel per entry ``{title: summarize(...) table}``: per variant the mean over seeds (dot) and its 95%
+    interval (bar). ``order``: variants top to bottom (default: the first table's order); ``ref``: optional
+    ``{title: x}`` vertical reference lines (e.g. the baseline's mean)."""
+    if not summaries:
+        raise ValueError("summaries is empty")
+    first = next(iter(summaries.values()))
+    order = list(order or first["variant"])
+    fig = Figure(figsize=(2.6 * len(summaries) + 1.2, 0.28 * len(order) + 1.0), dpi=120, layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(summaries), sharey=True))
+    y = np.arange(len(order))[::-1]
+    for ax, (title, s) in zip(axes, summaries.items()):
+        s = s.set_index("variant").reindex(order)
+        err = np.vstack([s["mean"] - s["low"], s["high"] - s["mean"]])
+        ax.errorbar(s["mean"], y, xerr=np.nan_to_num(err), fmt="o", color="#1f77b4", ms=4, capsize=2, lw=1)
+        if ref and title in ref:
+            ax.axvline(ref[title], color="#7f7f7f", lw=0.8, ls="--")
+        ax.set(title=title)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(y, order, fontsize=8)
+    return fig
+
+
+def fig_token_entropy(tokens: pd.DataFrame, variants: list[str], bins: int = 20) -> Figure:
+    """Old entropy of the logged tokens outside vs inside each run's entropy-ratio band, one panel per variant
+    (all seeds pooled; each histogram normalised to a density so the two shapes compare)."""
+    if not variants:
+        raise ValueError("variants is empty")
+    fig = Figure(figsize=(2.7 * len(variants), 2.8), dpi=120, layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(variants), sharey=True))
+    edges = np.linspace(0, float(tokens["old_entropy"].max()) * 1.02 + 1e-6, bins + 1)
+    for ax, v in zip(axes, variants):
+        g = tokens[tokens.variant == v]
+        if g.empty:
+            raise ValueError(f"variant {v!r} has no logged tokens")
+        lo, hi = g["erc_low"].iloc[0], g["erc_high"].iloc[0]
+        for sel, color, label in ((~g["outside_band"], "#2ca02c", "inside the band"),
+                                  (g["outside_band"], "#d62728", "outside (gated if ERC)")):
+            h = g.loc[sel, "old_entropy"].to_numpy(float)
+            if len(h):
+                ax.hist(h, bins=edges, density=True, histtype="step", lw=1.5, color=color,
+                        label=f"{label}: {len(h)}")
+        ax.set(title=f"{v}  ({lo:g}, {hi:g})", xlabel="old entropy H_old (nats)")
+        ax.legend(frameon=False, fontsize=7)
+    axes[0].set_ylabel("density")
+    return fig
