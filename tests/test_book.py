@@ -68,6 +68,23 @@ def test_notebooks_in_git_have_no_outputs_and_a_parameters_cell(path):
     assert len(tagged) == 1 and "seed" in tagged[0].source
 
 
+def test_every_chapter_can_set_itself_up_on_colab():
+    """The Colab launch button opens a bare notebook: its second cell clones the repository named in _config.yml
+    (the button's repository) and installs erc_core from it; hidden in the book, the same in every chapter."""
+    import yaml
+
+    url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+    cells = []
+    for path in runner.toc_notebooks(ROOT):
+        nb = nbformat.read(ROOT / path, as_version=4)
+        cell = nb.cells[1]
+        assert cell.cell_type == "code" and 'find_spec("erc_core") is None' in cell.source, path
+        assert cell.metadata.get("tags") == ["remove-cell"], path
+        cells.append(cell.source)
+    assert len(set(cells)) == 1, "the set-up cell differs between chapters"
+    assert f'REPO = "{url}"' in cells[0] and '"git", "clone", "--depth", "1", REPO' in cells[0]
+
+
 def test_report_table_has_one_row_per_notebook():
     text = runner.report([("notebooks/a.ipynb", "papermill", 1.234, "ok"), ("b.ipynb", "cache", 0.0, "FAILED")])
     lines = text.splitlines()
