@@ -1,4 +1,5 @@
-"""Entropy and log-probs: float64 references, dtype and stability, chunking, gradients, validation."""
+"""Entropy and log-probs: float64 references, dtype and stability, chunking, gradients, validation, and the fused
+(torch.compile) path against the eager one, the auto default and its fallback."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from erc_core.entropy import entropy_from_logits, logprobs_and_entropy
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import erc_core.entropy as ent
+from erc_core.entropy import AUTO_FUSED_MIN_VOCAB, entropy_from_logits, logprobs_and_entropy
 
 
 def reference(logits: torch.Tensor, tokens: torch.Tensor | None = None, temperature: float = 1.0):
@@ -125,17 +129,164 @@ def test_validation():
         logprobs_and_entropy(torch.zeros(2, 4), torch.tensor([0.0, 1.0]))
 
 
+# --- fused (torch.compile) path and the auto default ---------------------------------------------------------
+# The compiled kernels are module-level and shared by these tests: float32 and bf16, forward and backward, are
+# compiled once per process (~10 s cold on a CPU, ~2-4 s from inductor's disk cache).
+
+V_BIG = AUTO_FUSED_MIN_VOCAB + 3  # auto picks the fused path; not a multiple of the SIMD width (tail loop)
+
+
+def _values_and_grads(logits: torch.Tensor, tokens: torch.Tensor, fused: bool | None, **kw):
+    """logp, entropy and the gradient of sum(w1 * logp + w2 * entropy) w.r.t. logits (in the logits' dtype)."""
+    x = logits.detach().clone().requires_grad_()
+    logp, h = logprobs_and_entropy(x, tokens, fused=fused, **kw)
+    w1 = torch.linspace(-1.0, 1.0, logp.numel()).reshape(logp.shape)
+    w2 = torch.linspace(2.0, -1.0, logp.numel()).reshape(logp.shape)
+    ((w1 * logp).sum() + (w2 * h).sum()).backward()
+    return logp.detach(), h.detach(), x.grad
+
+
+class PassThroughMode(TorchDispatchMode):
+    """A do-nothing TorchDispatchMode, like the memory counters and tracers users run the library under."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.fixture
+def kernel_calls(monkeypatch):
+    """Counts calls of the compiled kernels (name -> count), still running them."""
+    calls: dict[str, int] = {}
+    real = ent._call
+
+    def spy(name, *args):
+        calls[name] = calls.get(name, 0) + 1
+        return real(name, *args)
+
+    monkeypatch.setattr(ent, "_call", spy)
+    return calls
+
+
 @pytest.mark.slow
-def test_fused_kernel_matches_eager():
-    """``fused=True`` (torch.compile) computes the same numbers, values and gradients (compiles once: ~15 s)."""
+@pytest.mark.parametrize("case", ["float32", "temperature_chunked", "bf16", "minus_inf", "one_row"])
+def test_fused_matches_eager_values_and_gradients(case, kernel_calls):
     g = torch.Generator().manual_seed(3)
-    logits = (3 * torch.randn(2, 9, 301, generator=g)).requires_grad_()
-    tokens = torch.randint(0, 301, (2, 9), generator=g)
-    out = {}
-    for fused in (False, True):
-        logits.grad = None
-        logp, h = logprobs_and_entropy(logits, tokens, temperature=0.9, fused=fused)
-        (logp.sum() + h.sum()).backward()
-        out[fused] = (logp.detach(), h.detach(), logits.grad.clone())
-    for a, b in zip(out[False], out[True]):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    logits = 3 * torch.randn(2, 7, V_BIG, generator=g)
+    tokens = torch.randint(0, V_BIG, (2, 7), generator=g)
+    kw, tol = {}, dict(atol=2e-5, rtol=1e-5)
+    if case == "temperature_chunked":
+        kw = dict(temperature=0.7, chunk_size=3)  # 14 rows: chunks of 3 (recomputed in eager's backward)
+    elif case == "bf16":
+        logits, kw = logits.bfloat16(), dict(temperature=1.3)
+        tol = dict(atol=1e-6, rtol=1.6e-2)  # the bf16 gradients may round differently: 1 bf16 ulp
+    elif case == "minus_inf":
+        logits[0, :, 5:3000] = -math.inf  # masked vocabulary entries
+        logits[1, 3] = -math.inf          # a fully masked row (uniform, as in the eager path)
+        tokens[0] = torch.randint(3000, V_BIG, (7,), generator=g)  # finite logp
+    elif case == "one_row":
+        logits, tokens = logits[0, :1], tokens[0, :1]
+    eager = _values_and_grads(logits, tokens, False, **kw)
+    assert not kernel_calls
+    fused = _values_and_grads(logits, tokens, None, **kw)  # auto
+    assert kernel_calls.get("forward", 0) >= 1 and kernel_calls.get("backward", 0) == 1
+    for a, b in zip(eager, fused):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        torch.testing.assert_close(b, a, **tol)
+    h = entropy_from_logits(logits, kw.get("temperature", 1.0), kw.get("chunk_size"))  # auto, entropy only
+    torch.testing.assert_close(h, eager[1], atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_fused_no_recompile_for_new_shapes_and_temperatures():
+    """One graph per dtype: new row counts (1 row included), V, temperatures, chunking, with and without grad."""
+    g = torch.Generator().manual_seed(4)
+
+    def logits_and_tokens(rows: int, v: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return 3 * torch.randn(rows, v, generator=g), torch.randint(0, v, (rows,), generator=g)
+
+    x, t = logits_and_tokens(5, V_BIG)
+    logprobs_and_entropy(x.requires_grad_(), t, fused=True)[1].sum().backward()  # compiled (if not yet)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for rows, v, temp, chunk in [(1, V_BIG, 1.0, None), (2, V_BIG + 16, 0.6, None), (37, 5000, 1.7, 8),
+                                     (300, 4099, 1.0, 64)]:
+            x, t = logits_and_tokens(rows, v)
+            with torch.no_grad():
+                logprobs_and_entropy(x, t, temp, chunk, fused=True)
+            x.requires_grad_()
+            logp, h = logprobs_and_entropy(x, t, temp, chunk, fused=True)
+            (logp.sum() - h.sum()).backward()
+            assert torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_fused_nan_or_posinf_logits_raise(bad, monkeypatch):
+    """Bad logits raise ValueError from the fused path too (kernel replaced by its eager math: no compile)."""
+    monkeypatch.setattr(ent, "_compiled", lambda name, device_type: {"forward": ent._fused_row_stats}[name])
+    logits = torch.zeros(3, V_BIG)
+    logits[1, 3] = bad
+    with pytest.raises(ValueError, match="logits"):
+        entropy_from_logits(logits, fused=True)
+
+
+def test_auto_stays_eager_for_small_vocab_float64_and_dispatch_modes(kernel_calls):
+    assert ent._want_fused(torch.zeros(2, V_BIG), None)
+    assert not ent._want_fused(torch.zeros(2, AUTO_FUSED_MIN_VOCAB - 1), None)
+    assert not ent._want_fused(torch.zeros(2, V_BIG, dtype=torch.float64), None)
+    assert ent._want_fused(torch.zeros(2, 20), True) and not ent._want_fused(torch.zeros(2, V_BIG), False)
+    logits = torch.randn(3, 20, requires_grad=True)
+    logp, h = logprobs_and_entropy(logits, torch.tensor([0, 5, 19]))
+    (logp.sum() + h.sum()).backward()
+    entropy_from_logits(torch.randn(2, V_BIG, dtype=torch.float64))
+    with PassThroughMode():  # torch.compile skips frames under such modes (and keeps skipping them): eager
+        entropy_from_logits(torch.randn(2, V_BIG))
+        entropy_from_logits(torch.randn(2, V_BIG), fused=True)
+    assert not kernel_calls
+
+
+def test_compile_failure_falls_back_to_eager_with_one_warning(monkeypatch):
+    def broken(name, device_type):
+        def kernel(*args):
+            raise RuntimeError("no C++ compiler found (simulated)")
+        return kernel
+
+    monkeypatch.setattr(ent, "_compiled", broken)
+    monkeypatch.setattr(ent, "_FUSED_DISABLED", {})
+    g = torch.Generator().manual_seed(5)
+    logits = 3 * torch.randn(4, V_BIG, generator=g)
+    tokens = torch.randint(0, V_BIG, (4,), generator=g)
+    expected = logprobs_and_entropy(logits, tokens, fused=False)
+    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler") as record:
+        got = logprobs_and_entropy(logits, tokens)
+        got_again = logprobs_and_entropy(logits, tokens)
+        h = entropy_from_logits(logits)
+    assert len([w for w in record if issubclass(w.category, RuntimeWarning)]) == 1
+    for out in (got, got_again):
+        torch.testing.assert_close(out, expected, atol=0, rtol=0)
+    torch.testing.assert_close(h, expected[1], atol=0, rtol=0)
+    with pytest.raises(RuntimeError, match="no C\\+\\+ compiler"):
+        logprobs_and_entropy(logits, tokens, fused=True)  # forced: the error propagates
+
+
+def test_backward_compile_failure_falls_back_to_eager_gradient(monkeypatch):
+    """A backward that fails to compile (in ``loss.backward()``, outside the forward's try) still gives the right
+    gradient in auto mode, with one warning; the forward here runs its kernel's math uncompiled (no compile)."""
+    def half_broken(name, device_type):
+        if name == "forward":
+            return ent._fused_row_stats
+
+        def kernel(*args):
+            raise RuntimeError("backward codegen failed (simulated)")
+        return kernel
+
+    monkeypatch.setattr(ent, "_compiled", half_broken)
+    monkeypatch.setattr(ent, "_FUSED_DISABLED", {})
+    g = torch.Generator().manual_seed(6)
+    logits = 3 * torch.randn(2, 3, V_BIG, generator=g)
+    tokens = torch.randint(0, V_BIG, (2, 3), generator=g)
+    expected = _values_and_grads(logits, tokens, False, temperature=0.8)
+    with pytest.warns(RuntimeWarning, match="backward codegen failed"):
+        got = _values_and_grads(logits, tokens, None, temperature=0.8)
+    for a, b in zip(expected, got):
+        torch.testing.assert_close(b, a, atol=2e-5, rtol=1e-5)
+    with pytest.raises(RuntimeError, match="backward codegen failed"):
+        _values_and_grads(logits, tokens, True)
