@@ -366,8 +366,9 @@ def token_stats(tokens: pd.DataFrame) -> pd.DataFrame:
         tokens: a :func:`collect_tokens` table.
 
     Returns:
-        One row per run: ``run_id, variant, seed, n_tokens, outside_frac``, ``h_outside`` / ``h_inside`` (mean
-        old entropy of the tokens outside / inside the band, nats), ``h_median`` (the run's median old entropy)
+        A DataFrame with a row per run and the columns ``run_id, variant, seed, n_tokens, outside_frac``,
+        ``h_outside`` / ``h_inside`` (mean old entropy of the tokens outside / inside the band, nats), ``h_median``
+        (the run's median old entropy)
         and ``low_share_outside`` / ``low_share_inside`` (share of each group whose old entropy is below that
         median; 0.5 means no preference for low- or high-entropy tokens).
     """

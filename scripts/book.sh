@@ -51,5 +51,6 @@ if ! jupyter-book build "$ROOT/_build/src" --path-output "$ROOT" --builder html 
     echo "[book] HTML build FAILED: Sphinx warnings are errors here (see the lines above)" >&2
     exit 1
 fi
+touch "$ROOT/_build/html/index.html"   # the build's timestamp (Sphinx keeps an unchanged index.html's mtime)
 echo "[book] HTML built in $((SECONDS - t_build)) s; main job took $((SECONDS - t_start)) s in total"
 echo "[book] open file://$ROOT/_build/html/index.html"

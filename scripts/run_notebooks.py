@@ -4,8 +4,9 @@ The notebook list comes from ``_toc.yml`` (every ``file:`` entry that resolves t
 folder (default ``_build/src``) receives ``_config.yml``, ``_toc.yml``, ``book/`` and the EXECUTED notebooks at
 the paths ``_toc.yml`` names, so the HTML build runs with execution off and the notebooks in git keep no outputs.
 
-An executed copy is reused when the notebook, the parameters and every ``erc_core/*.py`` are unchanged
-(``--force`` re-executes). Prints a per-notebook time report; exits 1 naming the notebooks that failed.
+An executed copy is reused when the notebook, the parameters, every ``erc_core/*.py`` and the ``configs/``,
+``grids/`` and ``data/`` files are unchanged (``--force`` re-executes). Prints a per-notebook time report; exits 1
+naming the notebooks that failed.
 
     python scripts/run_notebooks.py [--root DIR] [--stage DIR] [--kernel NAME] [--force] [-p NAME VALUE ...]
                                     [--only NB ...]
@@ -66,12 +67,15 @@ def toc_notebooks(root: Path = ROOT) -> list[Path]:
 
 
 def source_hash(nb: Path, params: dict, kernel: str) -> str:
-    """Hash of what an execution depends on: the notebook, parameters, kernel name and erc_core's sources."""
+    """Hash of what an execution depends on: the notebook, parameters, kernel name, erc_core's sources and the
+    presets, grids and shipped data the chapters read."""
     h = hashlib.sha256()
     h.update(nb.read_bytes())
     h.update(json.dumps(params, sort_keys=True).encode())
     h.update(kernel.encode())
-    for src in sorted((ROOT / "erc_core").rglob("*.py")):
+    inputs = [*(ROOT / "erc_core").rglob("*.py"), *(ROOT / "configs").glob("*.yaml"), *(ROOT / "grids").glob("*.yaml"),
+              *(p for p in (ROOT / "data").rglob("*") if p.is_file())]
+    for src in sorted(inputs):
         h.update(str(src.relative_to(ROOT)).encode())
         h.update(src.read_bytes())
     return h.hexdigest()

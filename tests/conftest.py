@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
 SOURCES = ["notebooks/*.ipynb", "book/*.md", "book/*.bib", "erc_core/**/*.py", "_config.yml", "_toc.yml",
-           "scripts/book.sh", "scripts/run_notebooks.py"]
+           "scripts/book.sh", "scripts/run_notebooks.py", "configs/*.yaml", "grids/*.yaml", "data/**/*"]
 
 
 def book_is_stale() -> bool:

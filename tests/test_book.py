@@ -218,6 +218,25 @@ def test_chapters_05_06_run_and_their_claims_hold(tmp_path, name, mode):
 
 
 @pytest.mark.notebook
+def test_chapter_08_analyses_the_shipped_grids_and_runs_a_live_one(tmp_path):
+    # warmup_steps=1: the presets' 30-step warmup would keep the learning rate near 0 for all 4 steps
+    live = dict(warmstart_steps=150, tiny_hidden=32, tiny_layers=1, eval_size=10, prompts_per_step=8, group_size=4,
+                mini_batch_size=8, warmup_steps=1)
+    params = dict(results_dir=str(tmp_path / "results"), workers=2, live_seeds=1, live_steps=4, live=live)
+    res, nb = _run_chapter("08_claims.ipynb", params, tmp_path)
+    # the shipped tables were read (not rerun), and the chapter's text-backing checks all held on them
+    assert not res["rerun"] and res["runs"] == {"arith": 36, "onpolicy": 12, "countdown": 12, "tokens": 12}
+    assert len(res["claims"]) > 10 and all(res["claims"].values())
+    assert all(r > 5 for r in res["claim1_ratio"].values()) and res["claim5_max_abs_diff"] == 0
+    gppo = res["claim4"]["arith gppo_erc - gppo"]
+    assert gppo["n"] == 3 and gppo["low"] <= gppo["mean"] <= gppo["high"]
+    # the live grid ran here, with the test's parameters
+    assert res["live_runs"] == 4 and res["live_steps"] == 4 and res["live_onpolicy_max_abs_diff"] == 0
+    assert (tmp_path / "results" / "claims_live" / "metrics.csv").exists()
+    assert _figures(nb) == (5, 5)
+
+
+@pytest.mark.notebook
 def test_runner_names_the_failing_notebook(tmp_path, capsys):
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Broken"),
                                          nbformat.v4.new_code_cell("raise RuntimeError('boom')")])
