@@ -14,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from scipy import stats as sps
+
+from .study import ci95
 
 __all__ = ["PALETTE", "seed_band", "fig_study_curves", "fig_study_bars", "fig_token_entropy"]
 
@@ -34,11 +35,8 @@ def seed_band(table: pd.DataFrame, variant: str, metric: str, smooth: int = 1) -
         raise ValueError(f"metric {metric!r} is not a column of the table")
     wide = rows.pivot_table(index="step", columns="seed", values=metric).sort_index()
     wide = wide.rolling(smooth, center=True, min_periods=1).mean()
-    n = wide.notna().sum(axis=1)
-    mean = wide.mean(axis=1)
-    half = sps.t.ppf(0.975, np.maximum(n - 1, 1)) * wide.std(axis=1, ddof=1) / np.sqrt(n)
-    half[n < 2] = np.nan
-    return pd.DataFrame(dict(mean=mean, low=mean - half, high=mean + half, n=n))
+    band = pd.DataFrame([ci95(row) for row in wide.to_numpy()], index=wide.index, columns=["mean", "low", "high"])
+    return band.assign(n=wide.notna().sum(axis=1))
 
 
 def fig_study_curves(table: pd.DataFrame, panels: dict, smooth: int = 10, logy: tuple[str, ...] = ()) -> Figure:

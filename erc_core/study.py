@@ -177,19 +177,28 @@ def run_grid(grid: Grid, out_dir: str | os.PathLike, seeds: int | None = None, w
     return table
 
 
+def _finished(out_dir: str | os.PathLike) -> list[tuple[Path, dict]]:
+    """``(run_dir, {run_id, variant, seed})`` of every finished run (a ``DONE`` marker) under ``out_dir/runs``."""
+    runs = []
+    for done in sorted(Path(out_dir).glob("runs/*/DONE")):
+        rid = done.parent.name
+        variant, seed = rid.rsplit("__seed", 1)
+        runs.append((done.parent, dict(run_id=rid, variant=variant, seed=int(seed))))
+    return runs
+
+
+def _with_keys(df: pd.DataFrame, keys: dict) -> pd.DataFrame:
+    """``df`` with the ``keys`` as its first columns (constant values), in order."""
+    for i, (k, v) in enumerate(keys.items()):
+        df.insert(i, k, v)
+    return df
+
+
 def collect(out_dir: str | os.PathLike) -> pd.DataFrame:
     """Gather every finished run's ``metrics.jsonl`` under ``out_dir/runs`` into one tidy table (a row per step)."""
     from .train import read_jsonl
 
-    frames = []
-    for done in sorted(Path(out_dir).glob("runs/*/DONE")):
-        rid = done.parent.name
-        variant, seed = rid.rsplit("__seed", 1)
-        df = pd.DataFrame(read_jsonl(done.parent / "metrics.jsonl"))
-        df.insert(0, "seed", int(seed))
-        df.insert(0, "variant", variant)
-        df.insert(0, "run_id", rid)
-        frames.append(df)
+    frames = [_with_keys(pd.DataFrame(read_jsonl(run / "metrics.jsonl")), keys) for run, keys in _finished(out_dir)]
     if not frames:
         raise ValueError(f"no finished runs under {out_dir}/runs")
     return pd.concat(frames, ignore_index=True)
@@ -205,18 +214,13 @@ def collect_tokens(out_dir: str | os.PathLike) -> pd.DataFrame:
     from .runs import read_tokens
 
     frames = []
-    for done in sorted(Path(out_dir).glob("runs/*/DONE")):
-        path = done.parent / "tokens.jsonl"
+    for run, keys in _finished(out_dir):
+        path = run / "tokens.jsonl"
         if not path.exists() or path.stat().st_size == 0:
             continue
-        cfg = json.loads(done.read_text())
-        rid = done.parent.name
-        variant, seed = rid.rsplit("__seed", 1)
-        df = read_tokens(done.parent)
-        for i, (k, v) in enumerate(dict(run_id=rid, variant=variant, seed=int(seed), erc=bool(cfg["erc"]),
-                                        erc_low=float(cfg["erc_low"]), erc_high=float(cfg["erc_high"])).items()):
-            df.insert(i, k, v)
-        frames.append(df)
+        cfg = json.loads((run / "DONE").read_text())
+        band = dict(erc=bool(cfg["erc"]), erc_low=float(cfg["erc_low"]), erc_high=float(cfg["erc_high"]))
+        frames.append(_with_keys(read_tokens(run), {**keys, **band}))
     if not frames:
         raise ValueError(f"no finished run under {out_dir}/runs logged tokens (log_tokens_every >= 1)")
     return pd.concat(frames, ignore_index=True)

@@ -44,8 +44,8 @@ from transformers import GenerationConfig
 
 from .advantages import dynamic_sampling_mask, grpo_advantages, overlong_penalty
 from .entropy import logprobs_and_entropy
-from .losses import (AGG_MODES, KL_KINDS, agg_loss, entropy_ratio, entropy_ratio_penalty, erc_mask, kl_penalty,
-                     policy_loss)
+from .losses import (AGG_MODES, KL_KINDS, POLICY_LOSSES, agg_loss, entropy_ratio, entropy_ratio_penalty, erc_mask,
+                     kl_penalty, policy_loss)
 from .models import char_tokenizer, encode_prompts, forward_logits, load_pretrained, tiny_model, warm_start
 from .tasks import TASKS, format_prompt, make_task
 
@@ -164,7 +164,7 @@ class Config:
                 raise ConfigError(f"config key {key!r} = {getattr(self, key)!r} is invalid: allowed {allowed}")
 
         choices = {"device": ("cpu", "cuda"), "task": tuple(TASKS), "prompt_style": ("auto", "plain", "chat"),
-                   "tiny_arch": ("llama", "qwen2"), "loss_mode": ("dapo", "gppo", "clip_cov", "kl_cov"), "agg": AGG_MODES,
+                   "tiny_arch": ("llama", "qwen2"), "loss_mode": tuple(POLICY_LOSSES), "agg": AGG_MODES,
                    "kl_type": KL_KINDS}
         for key, allowed in choices.items():
             need(key, getattr(self, key) in allowed, f"one of {list(allowed)}")
