@@ -63,3 +63,62 @@ def test_screenshot(chapter, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 50_000, f"screenshot is {len(data)} bytes"
+
+
+# ---------------------------------------------------------------------------------------------- served over HTTP
+@pytest.fixture(scope="module")
+def served(book_html):
+    """The built book served on 127.0.0.1 (as a published book is; file:// blocks the icon fonts)."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(book_html))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def _open(width: int):
+    from cdp import Browser
+
+    return Browser(width=width, height=844 if width < 600 else 900)
+
+
+_BOX = """(() => {{ const s = document.querySelector('{sel}'); const r = s.getBoundingClientRect();
+  return {{left: r.left, right: r.right, visible: getComputedStyle(s).visibility === 'visible'}}; }})()"""
+_CLICK = """(() => {{ const b = [...document.querySelectorAll('{sel}')].find(b => b.offsetWidth || b.offsetHeight);
+  if (!b) return false; b.click(); return true; }})()"""
+
+
+@pytest.mark.parametrize("toggle,sidebar", [(".primary-toggle", ".bd-sidebar-primary"),
+                                            (".secondary-toggle", ".bd-sidebar-secondary")],
+                         ids=["contents", "page-contents"])
+def test_phone_navigation_buttons_open_their_sidebars(served, toggle, sidebar):
+    """At 390 px both sidebars start off screen; the visible button of each slides it into view."""
+    browser = _open(390)
+    try:
+        browser.goto(f"{served}/notebooks/03_erc_gate.html")  # console errors: the next test
+        width = browser.js("window.innerWidth")
+        before = browser.js(_BOX.format(sel=sidebar))
+        assert not before["visible"] or before["right"] <= 0 or before["left"] >= width, before
+        assert browser.js(_CLICK.format(sel=toggle)), f"no visible {toggle} button at {width} px"
+        browser.wait(1.0)
+        after = browser.js(_BOX.format(sel=sidebar))
+        assert after["visible"] and 0 <= after["left"] < after["right"] <= width, after
+    finally:
+        browser.close()
+
+
+def test_every_page_loads_without_console_errors_or_failed_requests(served, book_html):
+    pages = sorted(p.relative_to(book_html).as_posix() for p in book_html.rglob("*.html")
+                   if not p.relative_to(book_html).parts[0].startswith("_"))
+    assert "notebooks/03_erc_gate.html" in pages
+    browser = _open(390)
+    try:
+        bad = {page: found for page in pages if (found := browser.goto(f"{served}/{page}", settle=2.5))}
+    finally:
+        browser.close()
+    assert not bad, bad
