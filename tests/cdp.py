@@ -26,7 +26,7 @@ class Browser:
     """One Chromium process with one page, ``width`` x ``height`` CSS pixels (mobile emulation below 600 px)."""
 
     def __init__(self, width: int = 1280, height: int = 900):
-        self._profile = tempfile.TemporaryDirectory()
+        self._profile = tempfile.TemporaryDirectory(ignore_cleanup_errors=True)
         self.proc = subprocess.Popen([shutil.which("chromium"), *FLAGS, f"--user-data-dir={self._profile.name}",
                                       f"--window-size={width},{height}", "about:blank"],
                                      stderr=subprocess.PIPE, text=True)
