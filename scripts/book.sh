@@ -14,31 +14,7 @@ cd "$ROOT"
 t_start=$SECONDS
 
 # ---------------------------------------------------------------------------------------------- vendored JS
-# Widgets (embed-amd.js + require.js) and MathJax 3 served from the book itself: no CDN at read time.
-# The folder is NOT called _static (jupyter-book 1 would add every .js in it to every page twice).
-VENDOR="$ROOT/book/vendor"
-HTML_MANAGER="@jupyter-widgets/html-manager@1.0.15"
-REQUIREJS="requirejs@2.3.8"
-MATHJAX="mathjax@3.2.2"
-stamp="$HTML_MANAGER $REQUIREJS $MATHJAX"
-if [ "$(cat "$VENDOR/.stamp" 2>/dev/null)" != "$stamp" ]; then
-    echo "[book] vendoring $stamp into book/vendor"
-    command -v npm >/dev/null || { echo "[book] npm is needed once to vendor the JS (apt-get install npm)" >&2; exit 1; }
-    tmp="$(mktemp -d)"
-    trap 'rm -rf "$tmp"' EXIT
-    npm install --silent --no-save --no-audit --no-fund --ignore-scripts --no-package-lock --prefix "$tmp" \
-        "$HTML_MANAGER" "$REQUIREJS" "$MATHJAX" >/dev/null
-    nm="$tmp/node_modules"
-    rm -rf "$VENDOR"
-    mkdir -p "$VENDOR/mathjax/output/chtml"
-    cp "$nm/@jupyter-widgets/html-manager/dist/embed-amd.js" "$VENDOR/"
-    cp "$nm/requirejs/require.js" "$VENDOR/"
-    cp "$nm/mathjax/es5/tex-mml-chtml.js" "$VENDOR/mathjax/"
-    cp -r "$nm/mathjax/es5/output/chtml/fonts" "$VENDOR/mathjax/output/chtml/"
-    printf '*\n' > "$VENDOR/.gitignore"   # never committed, even without a root .gitignore entry
-    echo "$stamp" > "$VENDOR/.stamp"
-    rm -rf "$tmp"; trap - EXIT
-fi
+bash "$ROOT/scripts/vendor_js.sh"
 
 # ---------------------------------------------------------------------------------------------- execute
 # Executed copies go to _build/src (a copy of the book sources); notebooks/ in git stays output-free.

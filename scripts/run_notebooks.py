@@ -18,6 +18,7 @@ import argparse
 import hashlib
 import json
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -81,6 +82,14 @@ def source_hash(nb: Path, params: dict, kernel: str) -> str:
     return h.hexdigest()
 
 
+def notebook_params(path: Path) -> dict[str, dict]:
+    """``{notebook stem: {parameter: value}}`` from a YAML file (the test suite's tiny book uses one)."""
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise SystemExit(f"--params {path}: expected a mapping from notebook name to a mapping of parameters")
+    return data
+
+
 def stage_sources(stage: Path, root: Path = ROOT) -> None:
     """Fresh copy of the non-notebook book sources into ``stage`` (notebooks are added after execution)."""
     if stage.exists():
@@ -105,6 +114,15 @@ def execute(nb: Path, out: Path, params: dict, kernel: str, timeout: int) -> Non
     )
 
 
+def build_html(stage: Path, path_output: Path) -> subprocess.CompletedProcess:
+    """``jupyter-book build`` of a staged book into ``path_output/_build/html``: execution off, every page
+    rebuilt, Sphinx warnings are errors (-W -n), all of them reported (--keep-going)."""
+    cli = "import sys; from jupyter_book.cli.main import main; sys.argv[0] = 'jupyter-book'; main()"
+    cmd = [sys.executable, "-c", cli, "build", str(stage), "--path-output", str(path_output),
+           "--builder", "html", "--all", "-W", "-n", "--keep-going", "--quiet"]
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
 def report(rows: list[tuple[str, str, float, str]]) -> str:
     """A QuantEcon-style execution report: | Notebook | Method | Run Time (s) | Status |."""
     head = ("Notebook", "Method", "Run Time (s)", "Status")
@@ -123,6 +141,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--kernel", default="erc-book", help="Jupyter kernel (env.sh registers erc-book in .venv)")
     ap.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                     help="papermill parameter for every notebook (VALUE parsed as YAML)")
+    ap.add_argument("--params", type=Path, default=None, metavar="YAML",
+                    help="per-notebook papermill parameters: a mapping from notebook name (e.g. 03_erc_gate) to "
+                         "a mapping of parameters, applied over -p")
     ap.add_argument("--only", nargs="+", default=None, help="run only these notebooks (paths as in _toc.yml)")
     ap.add_argument("--force", action="store_true", help="re-execute even if a cached copy is up to date")
     ap.add_argument("--timeout", type=int, default=600, help="per-cell timeout in seconds")
@@ -135,10 +156,14 @@ def main(argv: list[str] | None = None) -> int:
     stage = args.stage or root / "_build" / "src"
     cache = args.cache or root / "_build" / "executed"
     params = {name: yaml.safe_load(value) for name, value in args.parameter}
+    per_notebook = notebook_params(args.params) if args.params else {}
     notebooks = toc_notebooks(root)
     if args.only:
         wanted = {str(Path(o).with_suffix("")) for o in args.only}
         notebooks = [nb for nb in notebooks if str(nb.with_suffix("")) in wanted]
+    unknown = set(per_notebook) - {nb.stem for nb in toc_notebooks(root)}
+    if unknown:
+        raise SystemExit(f"--params {args.params}: no notebook named {sorted(unknown)} in _toc.yml")
     stage_sources(stage, root)
     for page in toc_pages(root):  # markdown pages outside book/ (notebooks come after execution)
         if page.suffix != ".ipynb" and not (stage / page).exists():
@@ -148,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     for nb in notebooks:
         cached, stamp = cache / nb, cache / (str(nb) + ".sha256")
-        key = source_hash(root / nb, params, args.kernel)
+        nb_params = {**params, **per_notebook.get(nb.stem, {})}
+        key = source_hash(root / nb, nb_params, args.kernel)
         method, status, t = "cache", "ok", 0.0
         if args.force or not cached.exists() or not stamp.exists() or stamp.read_text() != key:
             method = "papermill"
@@ -156,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[run_notebooks] executing {nb} ...", flush=True)
             start = time.perf_counter()
             try:
-                execute(root / nb, cached, params, args.kernel, args.timeout)
+                execute(root / nb, cached, nb_params, args.kernel, args.timeout)
                 stamp.write_text(key)
             except Exception as exc:  # papermill's PapermillExecutionError names the cell and the exception
                 status = "FAILED"

@@ -1,35 +1,120 @@
-"""Shared fixtures: the built book (built once per test session by the README's main-job command if stale)."""
+"""Shared fixtures and helpers: the tiny book (every chapter executed once, then built to HTML), notebook readers.
+
+The suite never runs the main job (``bash scripts/book.sh``, which executes the chapters at their full CPU size):
+it builds a *tiny* book instead, with the parameters of ``tests/tiny_book.yaml``, through the same runner and the
+same HTML flags. Each chapter executes exactly once per test session; the chapter tests read its executed
+notebook, the HTML and browser tests its pages.
+"""
 
 from __future__ import annotations
 
-import os
+import importlib.util
+import json
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
+import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-HTML = ROOT / "_build" / "html"
-SOURCES = ["notebooks/*.ipynb", "book/*.md", "book/*.bib", "erc_core/**/*.py", "_config.yml", "_toc.yml",
-           "scripts/book.sh", "scripts/run_notebooks.py", "configs/*.yaml", "grids/*.yaml", "data/**/*"]
+TINY_PARAMS = ROOT / "tests" / "tiny_book.yaml"
 
 
-def book_is_stale() -> bool:
-    """True when ``_build/html`` is missing or older than any source the book is built from."""
-    index = HTML / "index.html"
-    if not index.exists():
-        return True
-    built = index.stat().st_mtime
-    return any(p.stat().st_mtime > built for pattern in SOURCES for p in ROOT.glob(pattern))
+def load_runner():
+    """``scripts/run_notebooks.py`` as a module (it is a script, not part of the package)."""
+    spec = importlib.util.spec_from_file_location("run_notebooks", ROOT / "scripts" / "run_notebooks.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+runner = load_runner()
+
+
+def kernel_name() -> str:
+    """The venv's registered kernel (scripts/env.sh), else python3 (the interpreter running the tests)."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    return "erc-book" if "erc-book" in KernelSpecManager().find_kernel_specs() else "python3"
+
+
+# ---------------------------------------------------------------------------------------------- notebooks
+def outputs(nb, kind: str) -> list:
+    """Every output of type ``kind`` (stream, display_data, execute_result, error) of a notebook's code cells."""
+    return [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == kind]
+
+
+def book_results(nb) -> dict:
+    """The ``ERC_BOOK_RESULTS {json}`` line a chapter prints in its hidden last cell, parsed."""
+    text = "".join(o.text for o in outputs(nb, "stream") if o.name == "stdout")
+    line = next(ln for ln in text.splitlines() if ln.startswith("ERC_BOOK_RESULTS "))
+    return json.loads(line.split(" ", 1)[1])
+
+
+def assert_figures_captioned(nb) -> None:
+    """A chapter draws figures, and every cell that draws one gives it a caption (myst-nb ``figure`` metadata)."""
+    drawing = [c for c in nb.cells if c.cell_type == "code"
+               and any("image/png" in o.get("data", {}) or "image/svg+xml" in o.get("data", {}) for o in c.outputs)]
+    assert drawing, "the chapter drew no figure"
+    bare = [c.get("id", "?") for c in drawing if not c.metadata.get("mystnb", {}).get("figure", {}).get("caption")]
+    assert not bare, f"figures without a caption in cells {bare}"
+
+
+def assert_sliders_precomputed(nb) -> None:
+    """Every slider of the saved widget state selects a precomputed view: a SelectionSlider is linked to a Stack
+    with one child per slider position, so the static HTML shows real content at every position."""
+    state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    models = {k: v for k, v in state.items()}
+    sliders = {k: m for k, m in models.items() if m["model_name"] == "SelectionSliderModel"}
+    assert sliders, "no slider in the saved widget state"
+    links = [m["state"] for m in models.values() if m["model_name"] == "LinkModel"]
+    for key, slider in sliders.items():
+        n_positions = len(slider["state"]["_options_labels"])
+        targets = [ln["target"] for ln in links if ln["source"][0] == f"IPY_MODEL_{key}"]
+        assert targets, f"slider {key} drives nothing"
+        for target in targets:
+            stack = models[target[0].removeprefix("IPY_MODEL_")]
+            assert stack["model_name"] == "StackModel", stack["model_name"]
+            assert len(stack["state"]["children"]) == n_positions, (key, n_positions)
+
+
+# ---------------------------------------------------------------------------------------------- the tiny book
+@dataclass
+class TinyBook:
+    executed: Path   # executed notebooks, at the paths _toc.yml names
+    html: Path       # the built pages (…/_build/html)
+    run_log: str     # the runner's report and errors
+    html_log: str    # jupyter-book's output ("" when the HTML build succeeded quietly)
+    html_ok: bool
+
+    def notebook(self, stem: str):
+        """The executed chapter ``stem`` (e.g. ``"03_erc_gate"``); fails naming the runner's error if it failed."""
+        path = self.executed / "notebooks" / f"{stem}.ipynb"
+        stamp = path.with_name(path.name + ".sha256")
+        assert path.exists() and stamp.exists(), f"{stem} did not execute in the tiny book:\n{self.run_log[-4000:]}"
+        return nbformat.read(path, as_version=4)
 
 
 @pytest.fixture(scope="session")
-def book_html() -> Path:
-    """``_build/html``, (re)built with ``bash scripts/book.sh`` when stale; a failed build fails the test."""
-    if book_is_stale():
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        proc = subprocess.run(["bash", str(ROOT / "scripts" / "book.sh")], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=1800)
-        assert proc.returncode == 0, f"bash scripts/book.sh failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    assert (HTML / "index.html").exists()
-    return HTML
+def tiny_book(tmp_path_factory) -> TinyBook:
+    """Every chapter executed once with ``tests/tiny_book.yaml``'s parameters, then built to HTML (-W -n)."""
+    work = tmp_path_factory.mktemp("tiny_book")
+    vendor = subprocess.run(["bash", str(ROOT / "scripts" / "vendor_js.sh")], capture_output=True, text=True)
+    assert vendor.returncode == 0, f"vendoring the book's JavaScript failed:\n{vendor.stderr[-2000:]}"
+    args = ["--stage", str(work / "src"), "--cache", str(work / "executed"), "--params", str(TINY_PARAMS),
+            "--kernel", kernel_name(), "--timeout", "300"]
+    proc = subprocess.run([runner.sys.executable, str(ROOT / "scripts" / "run_notebooks.py"), *args],
+                          cwd=ROOT, capture_output=True, text=True)
+    run_log = proc.stdout + proc.stderr
+    html = runner.build_html(work / "src", work) if proc.returncode == 0 else None
+    return TinyBook(executed=work / "executed", html=work / "_build" / "html", run_log=run_log,
+                    html_log=(html.stdout + html.stderr) if html else "not built: a chapter failed",
+                    html_ok=bool(html and html.returncode == 0))
+
+
+@pytest.fixture(scope="session")
+def book_html(tiny_book) -> Path:
+    """The tiny book's ``_build/html``; fails with jupyter-book's output when the build did not succeed."""
+    assert tiny_book.html_ok, f"the tiny book's HTML build failed:\n{tiny_book.html_log[-4000:]}\n{tiny_book.run_log[-2000:]}"
+    return tiny_book.html

@@ -1,14 +1,11 @@
-"""The book's pipeline: the chapter list, the notebooks in git, chapter 1 under papermill, the built HTML.
+"""The book's pipeline: the chapter list, the notebooks in git, every chapter's results, the built HTML.
 
-The papermill tests start a Jupyter kernel (a few seconds each) and are marked ``notebook``; the HTML checks use
-the ``book_html`` fixture (tests/conftest.py), which runs the main job ``bash scripts/book.sh`` when the built book
-is missing or older than its sources.
+Chapters and HTML come from the session's tiny book (``tiny_book`` / ``book_html`` in tests/conftest.py): every
+chapter executed once with the parameters of tests/tiny_book.yaml and built with the main job's flags.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import math
 import re
 import sys
@@ -18,26 +15,9 @@ from urllib.parse import urlparse
 
 import nbformat
 import pytest
+from conftest import assert_figures_captioned, assert_sliders_precomputed, book_results, kernel_name, outputs, runner
 
 ROOT = Path(__file__).resolve().parents[1]
-HTML = ROOT / "_build" / "html"
-
-
-def _load_runner():
-    spec = importlib.util.spec_from_file_location("run_notebooks", ROOT / "scripts" / "run_notebooks.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-runner = _load_runner()
-
-
-def _kernel() -> str:
-    """The venv's registered kernel (scripts/env.sh), else python3 (the interpreter running the tests)."""
-    from jupyter_client.kernelspec import KernelSpecManager
-
-    return "erc-book" if "erc-book" in KernelSpecManager().find_kernel_specs() else "python3"
 
 
 # ---------------------------------------------------------------------------------------------- sources
@@ -92,82 +72,36 @@ def test_report_table_has_one_row_per_notebook():
     assert "1.2" in lines[2] and "FAILED" in lines[3]
 
 
-# ---------------------------------------------------------------------------------------------- papermill
-def _outputs(nb, kind: str):
-    return [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == kind]
-
-
-@pytest.mark.notebook
-def test_chapter_01_runs_and_its_claims_hold(tmp_path):
-    import papermill as pm
-
-    out = tmp_path / "01.ipynb"
-    params = dict(seed=1, batch_size=3, seq_len=10, vocab_size=6, n_steps=3)
-    pm.execute_notebook(str(ROOT / "notebooks" / "01_entropy_ratio.ipynb"), str(out), parameters=params,
-                        kernel_name=_kernel(), cwd=str(ROOT / "notebooks"), progress_bar=False,
-                        request_save_on_cell_execute=False, execution_timeout=120)
-    nb = nbformat.read(out, as_version=4)
-    assert not _outputs(nb, "error")
-    text = "".join(o.text for o in _outputs(nb, "stream") if o.name == "stdout")
-    line = next(ln for ln in text.splitlines() if ln.startswith("ERC_BOOK_RESULTS "))
-    res = json.loads(line.split(" ", 1)[1])
-    assert all(res["claims"].values()), res["claims"]
+# ---------------------------------------------------------------------------------------------- chapters
+# Each chapter ran once in the session's tiny book (tests/conftest.py, parameters in tests/tiny_book.yaml). The
+# chapters assert their own claims in their check cells (a failing check fails their execution); these tests
+# check what the chapters do not check themselves: the sizes they ran with, the figures and the widget state.
+def test_chapter_01_gates_some_tokens_of_the_toy_drift(tiny_book):
+    nb = tiny_book.notebook("01_entropy_ratio")
+    res = book_results(nb)
     assert 0 < res["n_gated"] < res["n_response_tokens"] <= 3 * 10
     assert res["loss_erc"] == pytest.approx(res["loss_ppo"])
     assert res["rho_collapse_last"] < 0.95 < 1.05 < res["rho_explode_last"]
-    assert res["gated_per_band"] == sorted(res["gated_per_band"], reverse=True)
-    # three captioned figures and one widget whose state is saved for the static HTML
-    images = [o for o in _outputs(nb, "display_data") + _outputs(nb, "execute_result") if "image/png" in o.data]
-    assert len(images) == 3
-    captioned = [c for c in nb.cells if c.metadata.get("mystnb", {}).get("figure", {}).get("caption")]
-    assert len(captioned) == 3
-    views = [o for o in _outputs(nb, "execute_result") if "application/vnd.jupyter.widget-view+json" in o.data]
-    assert len(views) == 1
-    state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
-    models = {m["model_name"] for m in state.values()}
-    assert {"SelectionSliderModel", "StackModel", "LinkModel", "HTMLModel"} <= models
+    assert_figures_captioned(nb)
+    assert_sliders_precomputed(nb)
+    assert len([o for o in outputs(nb, "execute_result") if "application/vnd.jupyter.widget-view+json" in o.data])
 
 
-def _run_chapter(name: str, params: dict, tmp_path) -> tuple[dict, object]:
-    """Execute notebooks/<name> under papermill with ``params``; return its ERC_BOOK_RESULTS and the notebook."""
-    import papermill as pm
-
-    out = tmp_path / name
-    pm.execute_notebook(str(ROOT / "notebooks" / name), str(out), parameters=params, kernel_name=_kernel(),
-                        cwd=str(ROOT / "notebooks"), progress_bar=False, request_save_on_cell_execute=False,
-                        execution_timeout=120)
-    nb = nbformat.read(out, as_version=4)
-    assert not _outputs(nb, "error")
-    text = "".join(o.text for o in _outputs(nb, "stream") if o.name == "stdout")
-    line = next(ln for ln in text.splitlines() if ln.startswith("ERC_BOOK_RESULTS "))
-    res = json.loads(line.split(" ", 1)[1])
-    assert res["claims"] and all(res["claims"].values()), res["claims"]
-    return res, nb
-
-
-def _figures(nb) -> tuple[int, int]:
-    images = [o for o in _outputs(nb, "display_data") + _outputs(nb, "execute_result") if "image/png" in o.data]
-    captioned = [c for c in nb.cells if c.metadata.get("mystnb", {}).get("figure", {}).get("caption")]
-    return len(images), len(captioned)
-
-
-@pytest.mark.notebook
-def test_chapter_02_runs_and_its_claims_hold(tmp_path):
-    params = dict(seed=1, batch_size=3, seq_len=8, vocab_size=6, n_updates=12)
-    res, nb = _run_chapter("02_ppo_clip_blind_spot.ipynb", params, tmp_path)
+def test_chapter_02_ppo_clip_misses_the_unsampled_drift(tiny_book):
+    nb = tiny_book.notebook("02_ppo_clip_blind_spot")
+    res = book_results(nb)
     assert res["n_updates"] == 12 and 0 < res["n_positions"] <= 3 * 8
     assert len(res["erc_clipfrac"]) == 12 and res["erc_clipfrac"][0] == 0
     assert res["max_rho_dev_erc"] < res["max_rho_dev_ppo"] and res["mean_rho_dev_erc"] < res["mean_rho_dev_ppo"]
     s_lo, s_hi = res["sampled_ratio_ppo"]
     assert 0.8 / math.exp(0.128) <= s_lo < 1 < s_hi <= 1.28 * math.exp(0.128)  # the band, up to one step
     assert res["late_drift_unsampled"] > res["late_drift_sampled"] + 0.05
-    assert _figures(nb) == (2, 2)
+    assert_figures_captioned(nb)
 
 
-@pytest.mark.notebook
-def test_chapter_04_runs_and_its_claims_hold(tmp_path):
-    params = dict(seed=1, group_size=4, lengths=[4, 32], n_groups=128, max_len=64, buffer_len=16)
-    res, nb = _run_chapter("04_grpo_to_dapo.ipynb", params, tmp_path)
+def test_chapter_04_builds_dapo_piece_by_piece(tiny_book):
+    nb = tiny_book.notebook("04_grpo_to_dapo")
+    res = book_results(nb)
     assert res["group_size"] == 4 and len(res["adv_correct_grpo"]) == 3
     assert res["adv_correct_drgrpo"] == pytest.approx([0.75, 0.5, 0.25])
     stop = res["grad_stop_ratio"]
@@ -175,17 +109,12 @@ def test_chapter_04_runs_and_its_claims_hold(tmp_path):
     assert res["share_token_mean"] == pytest.approx([4 / 36, 32 / 36], rel=1e-5)
     assert res["share_seq_mean_token_mean"] == pytest.approx([0.5, 0.5])
     assert res["kept_fraction"][0] == 0 == res["kept_fraction"][-1] and res["penalty_at_max_len"] == -1
-    assert _figures(nb) == (5, 5)
+    assert_figures_captioned(nb)
 
 
-# the trainer chapters with a model, warm start and run small enough for < 60 s each
-_TINY_RUN = dict(seed=0, steps=4, warmstart_steps=150, tiny_hidden=32, tiny_layers=1, arith_max_operand=9,
-                 eval_size=10, prompts_per_step=8, group_size=4, mini_batch_size=8)
-
-
-@pytest.mark.notebook
-def test_chapter_03_runs_and_its_claims_hold(tmp_path):
-    res, nb = _run_chapter("03_erc_gate.ipynb", dict(_TINY_RUN, steps=3), tmp_path)
+def test_chapter_03_replays_one_step_token_by_token(tiny_book):
+    nb = tiny_book.notebook("03_erc_gate")
+    res = book_results(nb)
     assert res["updates_per_step"] == 4
     assert 0 < res["n_gated"] == res["n_gated_low"] + res["n_gated_high"] < res["n_tokens"]
     assert res["outside_band_per_update"][0] == 0 < res["outside_band_per_update"][-1]
@@ -194,18 +123,14 @@ def test_chapter_03_runs_and_its_claims_hold(tmp_path):
     assert flow["grad"] + flow["erc_gated"] + flow["ppo_clipped"] + flow["both"] == flow["active"]
     assert res["penalty_per_update"][0] == 0 and math.isfinite(res["mean_old_entropy_gated"])
     assert res["seed"] == 0 and res["hardware"]["threads"] >= 1
-    assert _figures(nb) == (3, 3)
-    state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
-    models = [m["model_name"] for m in state.values()]
-    assert models.count("SelectionSliderModel") == 2 and models.count("StackModel") == 1 + 6
-    assert models.count("HTMLModel") == 6 * 5 and models.count("LinkModel") == 1 + 6
+    assert_figures_captioned(nb)
+    assert_sliders_precomputed(nb)
 
 
-@pytest.mark.notebook
-@pytest.mark.parametrize("name,mode", [("05_erc_dapo_tiny_lm.ipynb", "dapo"), ("06_gppo_erc.ipynb", "gppo")])
-def test_chapters_05_06_run_and_their_claims_hold(tmp_path, name, mode):
-    # warmup_steps=1: the chapters' 30-step warmup would keep the learning rate near 0 for all 4 steps
-    res, nb = _run_chapter(name, dict(_TINY_RUN, warmup_steps=1), tmp_path)
+@pytest.mark.parametrize("stem,mode", [("05_erc_dapo_tiny_lm", "dapo"), ("06_gppo_erc", "gppo")])
+def test_chapters_05_06_train_base_and_erc_from_one_start(tiny_book, stem, mode):
+    nb = tiny_book.notebook(stem)
+    res = book_results(nb)
     assert res["loss_mode"] == mode and res["clip"] == ([0.2, 0.28] if mode == "dapo" else [0.2, 0.2])
     assert res["updates_per_step"] == 4 and len(res["erc_clipfrac_erc"]) == 4
     assert all(v == 0 for v in res["erc_clipfrac_base"]) and max(res["ratio_outside_base"]) > 0
@@ -214,26 +139,19 @@ def test_chapters_05_06_run_and_their_claims_hold(tmp_path, name, mode):
     assert res["n_gated_erc"] > 0 and res["mean_old_entropy_gated"] >= 0
     if mode == "dapo":
         assert res["onpolicy_erc_clipfrac"] == [0.0, 0.0]
-    assert _figures(nb) == ((2, 2) if mode == "dapo" else (3, 3))
+    assert_figures_captioned(nb)
 
 
-@pytest.mark.notebook
-def test_chapter_08_analyses_the_shipped_grids_and_runs_a_live_one(tmp_path):
-    # warmup_steps=1: the presets' 30-step warmup would keep the learning rate near 0 for all 4 steps
-    live = dict(warmstart_steps=150, tiny_hidden=32, tiny_layers=1, eval_size=10, prompts_per_step=8, group_size=4,
-                mini_batch_size=8, warmup_steps=1)
-    params = dict(results_dir=str(tmp_path / "results"), workers=2, live_seeds=1, live_steps=4, live=live)
-    res, nb = _run_chapter("08_claims.ipynb", params, tmp_path)
-    # the shipped tables were read (not rerun), and the chapter's text-backing checks all held on them
-    assert not res["rerun"] and res["runs"] == {"arith": 36, "onpolicy": 12, "countdown": 12, "tokens": 12}
-    assert len(res["claims"]) > 10 and all(res["claims"].values())
-    assert all(r > 5 for r in res["claim1_ratio"].values()) and res["claim5_max_abs_diff"] == 0
+def test_chapter_08_analyses_the_shipped_grids_and_runs_a_live_one(tiny_book):
+    nb = tiny_book.notebook("08_claims")
+    res = book_results(nb)
+    # the shipped tables were read (not rerun); the live grid ran here with the tiny book's parameters
+    assert not res["rerun"] and all(r > 5 for r in res["claim1_ratio"].values())
+    assert res["claim5_max_abs_diff"] == 0
     gppo = res["claim4"]["arith gppo_erc - gppo"]
     assert gppo["n"] == 3 and gppo["low"] <= gppo["mean"] <= gppo["high"]
-    # the live grid ran here, with the test's parameters
     assert res["live_runs"] == 4 and res["live_steps"] == 4 and res["live_onpolicy_max_abs_diff"] == 0
-    assert (tmp_path / "results" / "claims_live" / "metrics.csv").exists()
-    assert _figures(nb) == (5, 5)
+    assert_figures_captioned(nb)
 
 
 @pytest.mark.notebook
@@ -244,7 +162,7 @@ def test_runner_names_the_failing_notebook(tmp_path, capsys):
     nbformat.write(nb, tmp_path / "broken.ipynb")
     (tmp_path / "intro.md").write_text("# Intro\n")
     (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n  - file: broken\n")
-    rc = runner.main(["--root", str(tmp_path), "--kernel", _kernel()])
+    rc = runner.main(["--root", str(tmp_path), "--kernel", kernel_name()])
     captured = capsys.readouterr()
     assert rc == 1
     assert "FAILED: broken.ipynb" in captured.err and "RuntimeError" in captured.err
@@ -272,23 +190,23 @@ class _Loads(HTMLParser):
 
 def test_built_pages_load_nothing_from_other_hosts(book_html):
     offenders = {}
-    for page in HTML.rglob("*.html"):
+    for page in book_html.rglob("*.html"):
         parser = _Loads()
         parser.feed(page.read_text(encoding="utf-8"))
         external = [u for u in parser.urls if urlparse(u).scheme in ("http", "https") or u.startswith("//")]
         # @import / url(...) in inline styles
         external += re.findall(r"""url\(\s*['"]?(https?://[^'")]+)""", page.read_text(encoding="utf-8"))
         if external:
-            offenders[str(page.relative_to(HTML))] = external
+            offenders[str(page.relative_to(book_html))] = external
     assert not offenders, offenders
 
 
 def test_built_chapter_serves_widgets_and_mathjax_locally(book_html):
-    page = (HTML / "notebooks" / "01_entropy_ratio.html").read_text(encoding="utf-8")
+    page = (book_html / "notebooks" / "01_entropy_ratio.html").read_text(encoding="utf-8")
     for path in ("_static/require.js", "_static/embed-amd.js", "_static/mathjax/tex-mml-chtml.js"):
         assert f'src="../{path}' in page, path
-        assert (HTML / path).stat().st_size > 10_000, path
-    assert list((HTML / "_static" / "mathjax" / "output" / "chtml" / "fonts").rglob("*.woff"))
+        assert (book_html / path).stat().st_size > 10_000, path
+    assert list((book_html / "_static" / "mathjax" / "output" / "chtml" / "fonts").rglob("*.woff"))
     assert page.count('src="../_static/embed-amd.js') == 1, "embed-amd.js loaded twice (sliders drawn twice)"
     assert "application/vnd.jupyter.widget-state+json" in page
     assert page.count("application/vnd.jupyter.widget-view+json") == 1

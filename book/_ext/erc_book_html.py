@@ -1,22 +1,50 @@
-"""Local Sphinx extension for the ERC Book's HTML: every page loads each script once.
+"""Local Sphinx extension for the ERC Book's HTML pages.
 
-sphinx-thebe 0.3.1 and sphinx-togglebutton register their inline configuration scripts twice under Sphinx 7.4
-(once with ``filename=None``, once with ``""``), which makes the browser throw
-``Identifier 'THEBE_JS_URL' has already been declared`` on every page.
+1. Every page loads each script once: sphinx-thebe 0.3.1 and sphinx-togglebutton register their inline
+   configuration scripts twice under Sphinx 7.4 (once with ``filename=None``, once with ``""``), which made the
+   browser throw ``Identifier 'THEBE_JS_URL' has already been declared`` on every page.
+2. The widget manager (``@jupyter-widgets/html-manager`` 1.x) typesets widget labels with MathJax 2's
+   ``MathJax.Hub.Queue``, while the book runs MathJax 3: every labelled widget threw
+   ``Cannot read properties of undefined (reading 'Queue')``. A small shim right after the MathJax configuration
+   gives MathJax 3 a ``Hub.Queue`` that typesets the element with ``typesetPromise``.
 """
 
+_HUB_SHIM = """(function () {
+  function hub(mj) {
+    return {Queue: function (job) {
+      var el = job && job[2];
+      if (el && window.MathJax && window.MathJax.typesetPromise) { window.MathJax.typesetPromise([el]).catch(function () {}); }
+    }};
+  }
+  var mj = window.MathJax = window.MathJax || {};
+  mj.Hub = mj.Hub || hub(mj);
+  mj.startup = mj.startup || {};
+  var ready = mj.startup.ready;
+  mj.startup.ready = function () {
+    if (ready) { ready(); } else { window.MathJax.startup.defaultReady(); }
+    window.MathJax.Hub = window.MathJax.Hub || hub(window.MathJax);
+  };
+})();"""
 
-def _dedupe_scripts(app, pagename, templatename, context, doctree):
-    """Drop repeated entries of the page's ``script_files`` (same file or same inline body, same attributes)."""
+
+def _script_key(js) -> tuple:
+    return getattr(js, "filename", None) or "", tuple(sorted(getattr(js, "attributes", {}).items()))
+
+
+def _fix_scripts(app, pagename, templatename, context, doctree):
+    """Drop repeated entries of the page's ``script_files``; add the Hub shim after the MathJax configuration."""
     seen, unique = set(), []
     for js in context.get("script_files", []):
-        key = (getattr(js, "filename", None) or "", tuple(sorted(getattr(js, "attributes", {}).items())))
-        if key not in seen:
-            seen.add(key)
+        if _script_key(js) not in seen:
+            seen.add(_script_key(js))
             unique.append(js)
+    for i, js in enumerate(unique):
+        if getattr(js, "attributes", {}).get("body", "").startswith("window.MathJax ="):
+            unique.insert(i + 1, type(js)("", priority=js.priority, body=_HUB_SHIM))
+            break
     context["script_files"] = unique
 
 
 def setup(app):
-    app.connect("html-page-context", _dedupe_scripts, priority=900)
+    app.connect("html-page-context", _fix_scripts, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
