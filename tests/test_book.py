@@ -212,5 +212,19 @@ def test_built_chapter_serves_widgets_and_mathjax_locally(book_html):
     assert page.count("application/vnd.jupyter.widget-view+json") == 1
 
 
+def test_no_repository_or_launch_buttons_while_the_repository_is_a_placeholder(book_html):
+    """_config.yml's repository.placeholder is the one switch: while it is true no page links to the repository,
+    its issues or edit pages, nor to Binder or Colab (they would open a repository that does not exist)."""
+    import yaml
+
+    repo = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]
+    if not repo.get("placeholder", True):
+        pytest.skip("repository.placeholder is false: the buttons are meant to be there")
+    hosts = (repo["url"].rstrip("/"), "colab.research.google.com", "mybinder.org")
+    offenders = {str(p.relative_to(book_html)): [h for h in hosts if h in p.read_text(encoding="utf-8")]
+                 for p in book_html.rglob("*.html")}
+    assert not {k: v for k, v in offenders.items() if v}
+
+
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-v"]))

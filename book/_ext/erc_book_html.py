@@ -7,7 +7,14 @@
    ``MathJax.Hub.Queue``, while the book runs MathJax 3: every labelled widget threw
    ``Cannot read properties of undefined (reading 'Queue')``. A small shim right after the MathJax configuration
    gives MathJax 3 a ``Hub.Queue`` that typesets the element with ``typesetPromise``.
+3. While ``repository.placeholder`` is true in ``_config.yml`` (the repository named there does not exist yet), the
+   pages show no repository, issue, edit or launch (Binder, Colab) buttons: they would lead readers to 404s or to
+   whoever registers that name. Set it to false once the repository exists (README, "Publishing").
 """
+
+from pathlib import Path
+
+import yaml
 
 _HUB_SHIM = """(function () {
   function hub(mj) {
@@ -45,6 +52,23 @@ def _fix_scripts(app, pagename, templatename, context, doctree):
     context["script_files"] = unique
 
 
+def repository_is_placeholder(srcdir) -> bool:
+    """``repository.placeholder`` of the book's ``_config.yml`` (true when the key or the file is missing)."""
+    config = Path(srcdir) / "_config.yml"
+    data = yaml.safe_load(config.read_text()) if config.exists() else {}
+    return bool(((data or {}).get("repository") or {}).get("placeholder", True))
+
+
+def _hide_repository_buttons(app, config):
+    """No repository / issue / edit / launch buttons while the repository is a placeholder."""
+    if repository_is_placeholder(app.srcdir):
+        options = dict(config.html_theme_options or {})
+        options.update(use_repository_button=False, use_issues_button=False, use_edit_page_button=False,
+                       launch_buttons={})
+        config.html_theme_options = options
+
+
 def setup(app):
+    app.connect("config-inited", _hide_repository_buttons)
     app.connect("html-page-context", _fix_scripts, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
