@@ -9,6 +9,15 @@
 # Extra arguments go to scripts/run_notebooks.py, e.g. `bash scripts/book.sh --force -p seq_len 32`.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+# A failed build (any step) exits non-zero and removes _build/html: an older book must not look current.
+on_exit() {
+    local rc=$1
+    if [ "$rc" -ne 0 ] && [ -d "$ROOT/_build/html" ]; then
+        rm -rf "$ROOT/_build/html"
+        echo "[book] FAILED (exit $rc): removed _build/html, which would no longer match the sources" >&2
+    fi
+}
+trap 'on_exit $?' EXIT
 source "$ROOT/scripts/env.sh"
 cd "$ROOT"
 t_start=$SECONDS
@@ -25,7 +34,7 @@ if [ "$(cat "$VENDOR/.stamp" 2>/dev/null)" != "$stamp" ]; then
     echo "[book] vendoring $stamp into book/vendor"
     command -v npm >/dev/null || { echo "[book] npm is needed once to vendor the JS (apt-get install npm)" >&2; exit 1; }
     tmp="$(mktemp -d)"
-    trap 'rm -rf "$tmp"' EXIT
+    trap 'rc=$?; rm -rf "$tmp"; on_exit $rc' EXIT
     npm install --silent --no-save --no-audit --no-fund --ignore-scripts --no-package-lock --prefix "$tmp" \
         "$HTML_MANAGER" "$REQUIREJS" "$MATHJAX" >/dev/null
     nm="$tmp/node_modules"
@@ -37,7 +46,7 @@ if [ "$(cat "$VENDOR/.stamp" 2>/dev/null)" != "$stamp" ]; then
     cp -r "$nm/mathjax/es5/output/chtml/fonts" "$VENDOR/mathjax/output/chtml/"
     printf '*\n' > "$VENDOR/.gitignore"   # never committed, even without a root .gitignore entry
     echo "$stamp" > "$VENDOR/.stamp"
-    rm -rf "$tmp"; trap - EXIT
+    rm -rf "$tmp"; trap 'on_exit $?' EXIT
 fi
 
 # ---------------------------------------------------------------------------------------------- execute
