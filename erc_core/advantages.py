@@ -5,6 +5,8 @@ Semantics of verl's ``compute_grpo_outcome_advantage`` (as used by the ERC recip
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 __all__ = ["grpo_advantages", "dynamic_sampling_mask", "overlong_penalty"]
@@ -33,9 +35,18 @@ def grpo_advantages(scores: torch.Tensor, eps: float = 1e-6, norm_by_std: bool =
         its advantage is ``score / (1 + eps)``; a group whose rewards are all equal gets zeros.
     """
     _check_scores(scores)
-    if not eps >= 0:
-        raise ValueError(f"eps must be >= 0, got {eps!r}")
+    if not (eps >= 0 and math.isfinite(eps)):
+        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
     s = scores.float() if not scores.is_floating_point() else scores
+    if s.dtype != torch.float64 and s.numel() and float(s.abs().max()) > torch.finfo(s.dtype).max ** 0.5 / s.shape[1]:
+        # the squares in the std (and the sums in the mean) would overflow: |s| ~ 3e38 in float32 gave NaN, or a
+        # silent inf std and zero advantages; float64 has the range
+        return _grpo(s.double(), eps, norm_by_std).to(s.dtype)
+    return _grpo(s, eps, norm_by_std)
+
+
+def _grpo(s: torch.Tensor, eps: float, norm_by_std: bool) -> torch.Tensor:
+    """The body of :func:`grpo_advantages` on float scores (G, n) -> (G, n)."""
     if s.shape[1] == 1:
         mean, std = torch.zeros_like(s), torch.ones_like(s)
     else:
@@ -46,7 +57,10 @@ def grpo_advantages(scores: torch.Tensor, eps: float = 1e-6, norm_by_std: bool =
     centred = s - mean
     if s.shape[1] > 1:
         centred = torch.where(dynamic_sampling_mask(s).unsqueeze(1), centred, torch.zeros_like(s))
-    return centred / (std + eps) if norm_by_std else centred
+    if not norm_by_std:
+        return centred
+    # eps = 0 and an all-equal group: 0 / 0; its centred scores are exact zeros, and so is its advantage
+    return torch.where(centred == 0, torch.zeros_like(s), centred / (std + eps))
 
 
 def dynamic_sampling_mask(scores: torch.Tensor) -> torch.Tensor:

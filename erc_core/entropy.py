@@ -136,6 +136,9 @@ def _run_chunks(fn, flat_logits: torch.Tensor, extra: tuple, temperature: float,
         result = tuple(parts[0] if len(parts) == 1 else torch.cat(parts) for parts in zip(*outs))
         if _all_finite(*result):
             return result
+    if flat_logits.dtype != torch.float64 and not bool((torch.isnan(flat_logits) | (flat_logits == math.inf)).any()):
+        # finite logits whose spread overflows float32 (|z| ~ 3e38: z - max is -inf): float64 has the range
+        return tuple(r.float() for r in _run_chunks(fn, flat_logits.double(), extra, temperature, chunk_size))
     raise _bad_logits()
 
 
@@ -341,9 +344,9 @@ def _logp_entropy(flat: torch.Tensor, tokens: torch.Tensor, temperature: float, 
         except Exception as err:  # noqa: BLE001 -- see _fallback_or_raise
             _fallback_or_raise(err, flat.device.type, strict=bool(fused))
         else:
-            if not _all_finite(logp, entropy):
-                raise _bad_logits()
-            return logp, entropy
+            if _all_finite(logp, entropy):
+                return logp, entropy
+            # not finite: the eager path below retries (-inf logits clamped, then float64) or names bad logits
     if with_logp:
         return _run_chunks(_chunk_logp_entropy, flat, (tokens,), temperature, chunk_size)
     (entropy,) = _run_chunks(_chunk_entropy, flat, (), temperature, chunk_size)

@@ -169,8 +169,8 @@ def clip_cov_loss(ratio: torch.Tensor, advantages: torch.Tensor, mask: torch.Ten
     random among those with ``clip_cov_lb < (A - mean A)(logp - mean logp) < clip_cov_ub`` that the ratio clip did
     not already clip lose their gradient AND their loss (multiplied by 0). (B, T) -> (B, T).
     """
-    if not clip_cov_ratio > 0:
-        raise ValueError(f"clip_cov_ratio must be > 0, got {clip_cov_ratio!r}")
+    if not 0 < clip_cov_ratio <= 1:
+        raise ValueError(f"clip_cov_ratio must be in (0, 1] (a fraction of the response tokens), got {clip_cov_ratio!r}")
     if not clip_cov_lb < clip_cov_ub:
         raise ValueError(f"clip_cov_lb must be < clip_cov_ub, got {clip_cov_lb!r} >= {clip_cov_ub!r}")
     valid = mask.bool()
@@ -199,8 +199,8 @@ def kl_cov_loss(ratio: torch.Tensor, advantages: torch.Tensor, mask: torch.Tenso
     ``max(1, int(kl_cov_ratio * n_tokens))`` response tokens with the largest ``(A - mean A)(logp - mean logp)``
     get ``ppo_kl_coef * |logp - old_logp|`` added. ``clip_low``/``clip_high``/``clip_c`` are unused. (B, T) -> (B, T).
     """
-    if not kl_cov_ratio > 0:
-        raise ValueError(f"kl_cov_ratio must be > 0, got {kl_cov_ratio!r}")
+    if not 0 < kl_cov_ratio <= 1:
+        raise ValueError(f"kl_cov_ratio must be in (0, 1] (a fraction of the response tokens), got {kl_cov_ratio!r}")
     if not (math.isfinite(ppo_kl_coef) and ppo_kl_coef >= 0):
         raise ValueError(f"ppo_kl_coef must be a finite number >= 0, got {ppo_kl_coef!r}")
     loss = -advantages * ratio
@@ -225,6 +225,30 @@ def _check_tensor(name: str, x: torch.Tensor, shape: torch.Size) -> None:
         raise ValueError(f"{name} must have the shape of log_prob {tuple(shape)}, got {tuple(x.shape)}")
     if x.is_floating_point() and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or inf")
+
+
+def _check_float(name: str, x: torch.Tensor) -> None:
+    """Log-probs and entropies are real numbers: an integer tensor is a caller's mistake, not data."""
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+
+
+#: Entropies below this are an error; above it (down from 0) they are a kernel's rounding (lse - <p, z>).
+ENTROPY_ROUNDING = -1e-3
+
+
+def _check_entropy(name: str, x: torch.Tensor) -> None:
+    """Entropies are >= 0; a negative one (beyond rounding) would make the ratio meaningless or NaN."""
+    _check_float(name, x)
+    low = float(x.detach().min()) if x.numel() else 0.0
+    if low < ENTROPY_ROUNDING:
+        raise ValueError(f"{name} must be >= 0 (an entropy, in nats), got a minimum of {low!r}")
+
+
+def _fp32(x: torch.Tensor | None) -> torch.Tensor | None:
+    """fp16 / bf16 -> float32 (differentiably): exp(log-ratio) and the masked sums overflow or round in half
+    precision (a silent NaN loss in fp16). float32 and float64 pass unchanged."""
+    return x.float() if x is not None and x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def _check_clip(clip_low: float, clip_high: float, clip_c: float) -> None:
@@ -280,6 +304,8 @@ def policy_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: 
     _check_tensor("log_prob", log_prob, shape)
     _check_tensor("old_log_prob", old_log_prob, shape)
     _check_tensor("response_mask", response_mask, shape)
+    _check_float("log_prob", log_prob)
+    _check_float("old_log_prob", old_log_prob)
     if isinstance(advantages, torch.Tensor) and log_prob.ndim == 2 and advantages.shape == shape[:1]:
         advantages = advantages.unsqueeze(-1).expand(shape)
     _check_tensor("advantages", advantages, shape)
@@ -292,6 +318,10 @@ def policy_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: 
     for name, ent in (("entropy", entropy), ("old_entropy", old_entropy)):
         if ent is not None:
             _check_tensor(name, ent, shape)
+            _check_entropy(name, ent)
+    log_prob, old_log_prob, entropy, old_entropy = map(_fp32, (log_prob, old_log_prob, entropy, old_entropy))
+    if advantages.is_floating_point():
+        advantages = _fp32(advantages)
 
     mask = response_mask.to(log_prob.dtype)
     log_ratio = torch.clamp(log_prob - old_log_prob, -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
@@ -339,6 +369,9 @@ def entropy_ratio_penalty(entropy: torch.Tensor, old_entropy: torch.Tensor, resp
     for name, x in (("old_entropy", old_entropy), ("response_mask", response_mask)):
         _check_tensor(name, x, entropy.shape)
     _check_tensor("entropy", entropy, entropy.shape)
+    _check_entropy("entropy", entropy)
+    _check_entropy("old_entropy", old_entropy)
+    entropy, old_entropy = _fp32(entropy), _fp32(old_entropy)
     mask = response_mask.to(entropy.dtype)
     r = (masked_mean(entropy, mask) + RATIO_EPS) / (masked_mean(old_entropy.detach(), mask) + RATIO_EPS)
     return coef * (r - r.clamp(low, high)) ** 2

@@ -23,6 +23,7 @@ variability of a metric) and reports, per variant, the mean over seeds with a 95
 from __future__ import annotations
 
 import argparse
+import ctypes
 import dataclasses
 import json
 import math
@@ -30,6 +31,9 @@ import multiprocessing as mp
 import os
 import re
 import shutil
+import signal
+import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -108,6 +112,27 @@ def _resolved(config: str, overrides: dict) -> str:
     return json.dumps(dataclasses.asdict(load_config(config, overrides)), sort_keys=True)
 
 
+def _die_with_parent(parent: int) -> None:
+    """Pool-worker initializer: a worker must not outlive the study runner (an orphan would finish its run and
+    hang, and be a second writer for an immediate rerun). On Linux the kernel SIGKILLs the worker when the runner
+    dies (``prctl(PR_SET_PDEATHSIG)``); everywhere a daemon thread checks every second that the parent is alive."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):  # pragma: no cover - no libc prctl: the thread below still watches
+            pass
+    if os.getppid() != parent:  # the runner died before prctl took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="erc-study-parent-watch", daemon=True).start()
+
+
 def _run_one(config: str, out_dir: str, overrides: dict, threads: int) -> tuple[str, float]:
     """Worker: run (or resume) one training run, then mark it DONE with its resolved config."""
     import torch
@@ -123,6 +148,21 @@ def _run_one(config: str, out_dir: str, overrides: dict, threads: int) -> tuple[
 
 def _overrides(grid: Grid, variant: Variant, seed: int, extra: dict | None) -> dict:
     return {**grid.base, **variant.overrides, **(extra or {}), "seed": seed, "progress": False}
+
+
+def _validate(grid: Grid, seeds: int, extra: dict | None) -> dict[tuple[str, int], str]:
+    """Every run's resolved config (:func:`_resolved`) keyed by ``(variant, seed)``; a bad one raises
+    :class:`erc_core.train.ConfigError` naming the variant, before any run starts (not when its turn comes)."""
+    from .train import ConfigError
+
+    out = {}
+    for v in grid.variants:
+        for s in range(seeds):
+            try:
+                out[v.name, s] = _resolved(v.config, _overrides(grid, v, s, extra))
+            except ConfigError as e:
+                raise ConfigError(f"grid variant {v.name!r} (config {v.config}, seed {s}): {e}") from None
+    return out
 
 
 def run_grid(grid: Grid, out_dir: str | os.PathLike, seeds: int | None = None, workers: int | None = None,
@@ -144,25 +184,27 @@ def run_grid(grid: Grid, out_dir: str | os.PathLike, seeds: int | None = None, w
         raise ValueError(f"threads_per_run must be an integer >= 1, got {threads_per_run!r}")
     workers = workers or max(1, (os.cpu_count() or 1) // threads_per_run)
     out = Path(out_dir)
+    resolved = _validate(grid, seeds, overrides)  # every run's config, before any run starts
     jobs, rows = [], []
     for v in grid.variants:
         for s in range(seeds):
             ov = _overrides(grid, v, s, overrides)
             rdir = out / "runs" / run_id(v, s)
             done = rdir / "DONE"
-            finished = done.exists() and done.read_text() == _resolved(v.config, ov)  # same config: reuse
+            finished = done.exists() and done.read_text() == resolved[v.name, s]  # same config: reuse
             rows.append(dict(run_id=run_id(v, s), variant=v.name, seed=s, config=v.config,
                              overrides=json.dumps(ov, sort_keys=True), status="cached" if finished else "run"))
             if not finished:
                 started = rdir / "config.yaml"
                 if started.exists() and json.dumps(yaml.safe_load(started.read_text()), sort_keys=True) != \
-                        _resolved(v.config, ov):  # the config changed since that run started: start afresh
+                        resolved[v.name, s]:  # the config changed since that run started: start afresh
                     shutil.rmtree(rdir)
                 jobs.append((v.config, str(rdir), ov, threads_per_run))
     log(f"[study] {len(rows)} runs, {len(jobs)} to run, {workers} worker(s) x {threads_per_run} thread(s)")
     wall = {}
     if jobs:
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=mp.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=mp.get_context("spawn"),
+                                 initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
             futures = [pool.submit(_run_one, *job) for job in jobs]
             for i, fut in enumerate(as_completed(futures), 1):
                 rdir, secs = fut.result()
@@ -400,7 +442,7 @@ def format_ci(mean: float, low: float, high: float, digits: int = 3, sign: bool 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .train import parse_set
+    from .train import ConfigError, parse_set
 
     ap = argparse.ArgumentParser(prog="python -m erc_core.study", description=__doc__.split("\n\n")[0])
     ap.add_argument("--grid", required=True, help="grid YAML (variants x seeds)")
@@ -413,8 +455,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="then write metrics.csv.gz, runs.csv, tokens.csv.gz to DIR (to ship the results)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    table = run_grid(load_grid(args.grid), args.out, args.seeds, args.workers, args.threads_per_run,
-                     parse_set(args.set))
+    try:
+        table = run_grid(load_grid(args.grid), args.out, args.seeds, args.workers, args.threads_per_run,
+                         parse_set(args.set))
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"[study] {table['run_id'].nunique()} runs, {len(table)} rows -> {Path(args.out) / 'metrics.csv'} "
           f"({time.perf_counter() - t0:.0f} s)")
     if args.export:

@@ -13,22 +13,31 @@ Per RL step:
 The old pass and the update forwards see exactly the same tensors (same micro-batches, padding, position ids,
 eval mode, dtype, temperature), so with one update per step the entropy ratio is exactly 1 and ERC gates nothing.
 
-    python -m erc_core.train --config configs/tiny_arith_erc.yaml --out runs/erc [--set steps=40] [--resume]
+    python -m erc_core.train --config configs/tiny_arith_erc.yaml --out runs/erc [--set steps=40] [--resume | --overwrite]
     records = train("configs/tiny_arith_erc.yaml", "runs/erc", overrides={"steps": 40})
 
 Outputs in ``out_dir``: ``metrics.jsonl`` (one record per step; step 0 = evaluation after the warm start),
-``tokens.jsonl`` (per-token records for plots), ``checkpoint.pt`` (every ``save_every`` steps), ``config.yaml``.
+``tokens.jsonl`` (per-token records for plots), ``checkpoint.pt`` (every ``save_every`` steps), ``config.yaml``,
+``train.lock`` (held while a trainer writes the folder: one writer per run).
+
+Reliability: ``resume=True`` continues bit-identically from the checkpoint and refuses a config that differs from
+the run's ``config.yaml`` (except ``steps``, which extends or shortens the run); a folder that holds a run is
+never wiped without ``overwrite=True``; checkpoints load with ``torch.load(weights_only=True)`` (data only, no
+code); each step's records are appended in one write + fsync, and a torn last line (a kill mid-write) is dropped.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import difflib
+import itertools
 import json
 import math
 import os
+import pickle
 import random
 import sys
 import time
@@ -49,7 +58,8 @@ from .losses import (AGG_MODES, KL_KINDS, POLICY_LOSSES, agg_loss, entropy_ratio
 from .models import char_tokenizer, encode_prompts, forward_logits, load_pretrained, tiny_model, warm_start
 from .tasks import TASKS, format_prompt, make_task
 
-__all__ = ["Config", "ConfigError", "load_config", "train", "main", "TIMING_KEYS"]
+__all__ = ["Config", "ConfigError", "CheckpointError", "RunLockedError", "load_config", "train", "main",
+           "read_jsonl", "TIMING_KEYS"]
 
 TIMING_KEYS = ("time_generate", "time_old", "time_update", "time_eval", "time_step", "time_total", "tokens_per_s",
                "time_warmstart")
@@ -58,6 +68,20 @@ TIMING_KEYS = ("time_generate", "time_old", "time_update", "time_eval", "time_st
 # ============================================================================================ config
 class ConfigError(ValueError):
     """A bad config value; the message names the key and what is allowed."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be loaded as plain data (tensors, numbers, strings): crafted, foreign or old."""
+
+
+class RunLockedError(RuntimeError):
+    """Another trainer holds the run folder's lock."""
+
+
+#: Most responses per RL step (prompts_per_step x group_size): beyond it a step cannot fit in memory anyway.
+MAX_BATCH = 2 ** 16
+#: Seeds are in [0, MAX_SEED): each step reseeds torch with seed * 1_000_003 + step, which must fit in 64 bits.
+MAX_SEED = 2 ** 32
 
 
 @dataclass
@@ -158,6 +182,8 @@ class Config:
                 setattr(self, f.name, float(v))
             elif not isinstance(v, t) or (t is int and isinstance(v, bool)):
                 raise ConfigError(f"config key {f.name!r} must be of type {t.__name__}, got {v!r}")
+            if t is float and math.isnan(getattr(self, f.name)):  # every later check would name the wrong key
+                raise ConfigError(f"config key {f.name!r} = nan is invalid: allowed a number, not NaN")
 
         def need(key: str, ok: bool, allowed: str) -> None:
             if not ok:
@@ -200,9 +226,41 @@ class Config:
              f"0 or a divisor of mini_batch_size = {self.mini_batch_size}")
         need("overlong_buffer", self.overlong_buffer <= self.max_new_tokens,
              f"0 <= overlong_buffer <= max_new_tokens = {self.max_new_tokens}")
+        cpus = os.cpu_count() or 1
+        need("num_threads", self.num_threads <= cpus, f"0 (leave as is) or 1..{cpus} (this machine's CPUs)")
+        need("seed", 0 <= self.seed < MAX_SEED, f"an integer in [0, 2**32 - 1 = {MAX_SEED - 1}]")
+        need("prompts_per_step", self.batch_size <= MAX_BATCH,
+             f"prompts_per_step x group_size <= {MAX_BATCH} responses per step (got {self.batch_size})")
+        if self.model == "tiny":
+            need("tiny_heads", self.tiny_hidden % self.tiny_heads == 0 and (self.tiny_hidden // self.tiny_heads) % 2 == 0,
+                 f"a divisor of tiny_hidden = {self.tiny_hidden} leaving an even head size (rotary embeddings)")
+        space = problem_space(self)
+        need("eval_size", space is None or self.eval_size < space,
+             f"1..{(space or 0) - 1}: the task has {space} distinct problems and training needs some left over")
 
 
 _FIELDS = {f.name for f in dataclasses.fields(Config)}
+
+
+def problem_space(cfg: Config) -> int | None:
+    """Number of distinct problems (prompts) the config's task can generate; None when it is surely more than
+    ``cfg.eval_size`` (a countdown task with more number tuples than that)."""
+    if cfg.task == "arith":
+        return (cfg.arith_max_operand + 1) ** 2 * len(set(cfg.arith_ops))
+    n, top = cfg.countdown_numbers, cfg.countdown_max_number
+    if top ** n > cfg.eval_size:  # every ordered tuple of numbers is at least one prompt
+        return None
+    prompts = 0  # ordered tuples x the targets reachable from their multiset (left-to-right chains, as generated)
+    for combo in itertools.combinations_with_replacement(range(1, top + 1), n):
+        targets = set()
+        for order in set(itertools.permutations(combo)):
+            for ops in itertools.product("+-*", repeat=n - 1):
+                v = order[0]
+                for op, x in zip(ops, order[1:]):
+                    v = v + x if op == "+" else v - x if op == "-" else v * x
+                targets.add(v)
+        prompts += len(set(itertools.permutations(combo))) * len(targets)
+    return prompts
 
 
 def _check_keys(d: dict, where: str) -> None:
@@ -213,13 +271,25 @@ def _check_keys(d: dict, where: str) -> None:
             raise ConfigError(f"unknown config key {key!r} in {where}{hint}; known keys: {sorted(_FIELDS)}")
 
 
-def _read_yaml(path: Path) -> dict:
-    """A YAML preset as a dict; a ``base: other.yaml`` key (relative to the file) is loaded first and updated."""
-    d = yaml.safe_load(path.read_text()) or {}
+def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    """A YAML preset as a dict; a ``base: other.yaml`` key (relative to the file) is loaded first and updated.
+    ``chain``: the files that led here (a ``base:`` cycle is an error naming them)."""
+    if path.resolve() in chain:
+        raise ConfigError(f"config key 'base' forms a cycle: {' -> '.join(map(str, chain + (path.resolve(),)))}")
+    try:
+        d = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {path} cannot be read: {e}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
     if not isinstance(d, dict):
         raise ConfigError(f"{path} must hold a mapping of config keys")
     base = d.pop("base", None)
-    merged = _read_yaml(path.parent / base) if base else {}
+    if base is not None and not isinstance(base, str):
+        raise ConfigError(f"config key 'base' in {path} must be a file name (a string), got {base!r}")
+    merged = _read_yaml(path.parent / base, chain + (path.resolve(),)) if base else {}
     _check_keys(d, str(path))
     merged.update(d)
     return merged
@@ -496,72 +566,213 @@ def token_records(cfg: Config, tok, ro: Rollout, last_ent: torch.Tensor, step: i
 
 
 def _append_jsonl(path: Path, records: list[dict]) -> None:
-    with open(path, "a") as f:
-        for r in records:
-            f.write(json.dumps(r) + "\n")
+    """Append one step's records in ONE write, then fsync: a kill leaves at most a torn last line."""
+    if not records:
+        return
+    block = memoryview("".join(json.dumps(r) + "\n" for r in records).encode())
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        while block:
+            block = block[os.write(fd, block):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _jsonl_lines(path: Path) -> list[tuple[str, dict]]:
+    """``(line, record)`` of every line of a JSON-lines file. A torn tail (a last line without its newline, or an
+    undecodable last line: a kill mid-append) is dropped with a warning; a bad line before it raises ValueError
+    naming the file and the line number."""
+    lines = Path(path).read_bytes().decode("utf-8", errors="replace").split("\n")
+    tail = lines.pop()  # the text after the last newline: "" unless the last append was cut short
+    out = []
+    for i, ln in enumerate(lines, 1):
+        if not ln.strip():
+            continue
+        try:
+            out.append((ln, json.loads(ln)))
+        except json.JSONDecodeError as e:
+            if i == len(lines) and not tail.strip():
+                tail = ln
+                break
+            raise ValueError(f"{path}, line {i}: not a JSON record ({e.msg}); only a torn last line is dropped, "
+                             "this one is in the middle of the file") from None
+    if tail.strip():
+        warnings.warn(f"{path}: dropped a torn last line ({len(tail)} characters, a run killed mid-write)",
+                      RuntimeWarning, stacklevel=3)
+    return out
 
 
 def _truncate_jsonl(path: Path, max_step: int) -> None:
-    """Keep only records with step <= max_step (after a resume)."""
+    """Keep only records with step <= max_step (after a resume), dropping a torn tail; rewritten atomically."""
     if path.exists():
-        keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= max_step]
-        path.write_text("".join(ln + "\n" for ln in keep))
+        keep = [ln for ln, rec in _jsonl_lines(path) if rec["step"] <= max_step]
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(ln + "\n" for ln in keep))
+        os.replace(tmp, path)
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    return [json.loads(ln) for ln in Path(path).read_text().splitlines() if ln]
+    """The records of a JSON-lines file (``metrics.jsonl``, ``tokens.jsonl``), without a torn last line."""
+    return [rec for _, rec in _jsonl_lines(Path(path))]
 
 
 # ============================================================================================ checkpoints
+def rng_state() -> dict:
+    """The python, numpy (legacy global) and torch RNG states as tensors and plain types, so that a checkpoint
+    loads with ``weights_only=True``."""
+    version, mt, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    return dict(python=dict(version=int(version), state=[int(x) for x in mt], gauss=gauss),
+                numpy=dict(name=str(name), keys=torch.from_numpy(keys.astype(np.int64)), pos=int(pos),
+                           has_gauss=int(has_gauss), cached_gaussian=float(cached)),
+                torch=torch.get_rng_state(),
+                cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+
+
+def set_rng_state(rng: dict) -> None:
+    """Restore the states of :func:`rng_state`."""
+    p, n = rng["python"], rng["numpy"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
 def save_checkpoint(path: Path, step: int, model, ref_model, opt, sched, time_total: float) -> None:
-    """Model, optimizer, scheduler, RNG states and step, written atomically (tmp file + os.replace)."""
+    """Model, optimizer, scheduler, RNG states and step, written atomically (tmp file + os.replace); tensors and
+    plain types only, so :func:`load_checkpoint` reads it as data."""
     state = dict(step=step, model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
                  ref_model=ref_model.state_dict() if ref_model is not None else None, time_total=time_total,
-                 rng=dict(python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state(),
-                          cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None))
+                 rng=rng_state())
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
 
 
 def load_checkpoint(path: Path, model, ref_model, opt, sched) -> tuple[int, float]:
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    """Restore a :func:`save_checkpoint` file into the given objects; returns ``(step, time_total)``.
+
+    Loaded with ``weights_only=True``: tensors and plain types only, never code. Raises :class:`CheckpointError`
+    for anything else (a crafted file, another program's checkpoint, or one written by an erc_core before 2026-12
+    that pickled numpy RNG states)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise CheckpointError(
+            f"{path} is not a checkpoint of plain data (tensors, numbers, strings), so it was NOT loaded: "
+            f"erc_core loads checkpoints with torch.load(weights_only=True) and never runs code from them. It may "
+            f"be crafted, come from another program, or predate this format; delete it (or the run folder) to "
+            f"start over. torch said: {first}") from None
     model.load_state_dict(state["model"])
     if ref_model is not None:
         ref_model.load_state_dict(state["ref_model"])
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
-    random.setstate(state["rng"]["python"])
-    np.random.set_state(state["rng"]["numpy"])
-    torch.set_rng_state(state["rng"]["torch"])
-    if state["rng"]["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    set_rng_state(state["rng"])
     return state["step"], state["time_total"]
+
+
+# ============================================================================================ the run folder
+RUN_FILES = ("config.yaml", "metrics.jsonl", "tokens.jsonl", "checkpoint.pt")
+RESUME_MAY_CHANGE = ("steps", "progress")  # extend / shorten a run; the tqdm bar
+
+
+@contextlib.contextmanager
+def run_lock(out: Path):
+    """Hold an exclusive lock on ``out/train.lock`` (``fcntl.flock``; released when the process dies) for the
+    duration; a second holder fails at once with :class:`RunLockedError`. No-op where ``fcntl`` is missing."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(out / "train.lock", "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunLockedError(f"{out} is in use: another trainer holds {out / 'train.lock'}; wait for it to "
+                                 "finish or choose another output folder") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def config_changes(cfg: Config, run_config: Path) -> list[str]:
+    """Keys whose value in ``cfg`` differs from the run's ``config.yaml`` (keys the file lacks count with their
+    default), except :data:`RESUME_MAY_CHANGE`."""
+    try:
+        old = yaml.safe_load(run_config.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{run_config} is not valid YAML: {e}") from None
+    if not isinstance(old, dict):
+        raise ConfigError(f"{run_config} must hold a mapping of config keys")
+    new, default = dataclasses.asdict(cfg), dataclasses.asdict(Config())
+    return sorted(k for k in set(old) | set(new) if k not in RESUME_MAY_CHANGE
+                  and old.get(k, default.get(k)) != new.get(k, default.get(k)))
+
+
+def _check_run_folder(cfg: Config, out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse what would silently mix or wipe runs: a resume whose config differs from the run's, or a fresh
+    start over a folder holding a run without ``overwrite``."""
+    if resume and (out / "config.yaml").exists():
+        changed = config_changes(cfg, out / "config.yaml")
+        if changed:
+            old = yaml.safe_load((out / "config.yaml").read_text())
+            detail = ", ".join(f"{k}: {old.get(k)!r} -> {getattr(cfg, k, None)!r}" for k in changed)
+            raise ConfigError(f"--resume with a config that differs from the run's {out / 'config.yaml'} in "
+                              f"config key(s) {changed} ({detail}); resume with the run's config (only 'steps' "
+                              "may change, to extend a run), or start a new run in another folder")
+    if not resume and not overwrite:
+        present = [n for n in RUN_FILES if (out / n).exists()]
+        if present:
+            raise ConfigError(f"{out} already holds a run ({', '.join(present)}): pass resume=True (--resume) to "
+                              "continue it, or overwrite=True (--overwrite) to delete it and start again")
+
+
+def _write_config(out: Path, cfg: Config) -> None:
+    """``out/config.yaml``: the resolved config, written atomically."""
+    tmp = out / "config.yaml.tmp"
+    tmp.write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    os.replace(tmp, out / "config.yaml")
 
 
 # ============================================================================================ the loop
 def train(config: Config | dict | str | os.PathLike, out_dir: str | os.PathLike, resume: bool = False,
-          overrides: dict | None = None, stop_at: int | None = None) -> list[dict]:
+          overrides: dict | None = None, stop_at: int | None = None, overwrite: bool = False) -> list[dict]:
     """Run (or resume) RL training; returns all metric records (also in ``out_dir/metrics.jsonl``).
 
-    ``resume``: continue from ``out_dir/checkpoint.pt`` if it exists. ``stop_at``: return after that step (with a
-    checkpoint), as if the run had been interrupted there; ``resume=True`` then continues to ``steps``."""
+    ``resume``: continue from ``out_dir/checkpoint.pt`` if it exists, with the run's config (a differing key is a
+    ConfigError naming it; only ``steps`` may change, to extend the run). ``overwrite``: delete the run already in
+    ``out_dir`` and start again (without it, a folder holding a run is refused). ``stop_at``: return after that
+    step (with a checkpoint), as if the run had been interrupted there; ``resume=True`` then continues to
+    ``steps``. One trainer per folder: a second one raises :class:`RunLockedError` at once."""
+    if resume and overwrite:
+        raise ConfigError("resume (--resume) continues the run in out_dir and overwrite (--overwrite) deletes it: "
+                          "pass one of them")
     cfg = load_config(config, overrides)
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("config key 'device' = 'cuda' is invalid: no CUDA device is available (allowed: 'cpu')")
-    threads = torch.get_num_threads()
-    if cfg.num_threads:  # tiny models on a shared CPU: 1 thread avoids OpenMP oversubscription stalls
-        torch.set_num_threads(cfg.num_threads)
-    try:
-        return _train(cfg, out_dir, resume, stop_at)
-    finally:
-        torch.set_num_threads(threads)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with run_lock(out):
+        _check_run_folder(cfg, out, resume, overwrite)
+        threads = torch.get_num_threads()
+        if cfg.num_threads:  # tiny models on a shared CPU: 1 thread avoids OpenMP oversubscription stalls
+            torch.set_num_threads(cfg.num_threads)
+        try:
+            return _train(cfg, out, resume, stop_at)
+        finally:
+            torch.set_num_threads(threads)
 
 
 def _train(cfg: Config, out_dir: str | os.PathLike, resume: bool, stop_at: int | None) -> list[dict]:
     """The body of :func:`train` on a validated config."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     metrics_path, tokens_path, ckpt_path = out / "metrics.jsonl", out / "tokens.jsonl", out / "checkpoint.pt"
     t_start = time.perf_counter()
 
@@ -574,12 +785,16 @@ def _train(cfg: Config, out_dir: str | os.PathLike, resume: bool, stop_at: int |
         ref_model = copy.deepcopy(model).requires_grad_(False) if cfg.kl_coef > 0 else None
         opt, sched = make_optimizer(cfg, model)
         start_step, time_before = load_checkpoint(ckpt_path, model, ref_model, opt, sched)
+        if cfg.steps < start_step:
+            raise ConfigError(f"config key 'steps' = {cfg.steps} is invalid: the checkpoint is at step {start_step}; "
+                              f"allowed steps >= {start_step}")
+        _write_config(out, cfg)  # a resume may only change steps (and progress): record them
         _truncate_jsonl(metrics_path, start_step)
         _truncate_jsonl(tokens_path, start_step)
     else:
         for p in (metrics_path, tokens_path, ckpt_path):
             p.unlink(missing_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+        _write_config(out, cfg)
         t0 = time.perf_counter()
         ws = warm_start(model, tok, task, cfg.warmstart_steps, cfg.warmstart_batch, cfg.warmstart_lr, cfg.seed,
                         cfg.device) if cfg.warmstart_steps else []
@@ -636,8 +851,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m erc_core.train", description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", required=True, help="YAML preset, e.g. configs/tiny_arith_erc.yaml")
     ap.add_argument("--out", required=True, help="output directory (metrics.jsonl, tokens.jsonl, checkpoint.pt)")
-    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys")
-    ap.add_argument("--resume", action="store_true", help="continue from out/checkpoint.pt")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="override config keys; with --resume only steps may differ from the run (--set steps=N "
+                         "extends it)")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue from out/checkpoint.pt with the run's config (a differing key is refused)")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="delete the run already in --out and start again (without it a non-empty run is refused)")
     ap.add_argument("--device", choices=["cpu", "cuda"], default=None)
     args = ap.parse_args(argv)
     try:
@@ -645,10 +865,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.device:
             overrides["device"] = args.device
         cfg = load_config(args.config, overrides)
-    except ConfigError as e:
+        records = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
+    except (ConfigError, CheckpointError, RunLockedError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    records = train(cfg, args.out, resume=args.resume)
     last = records[-1]
     print(json.dumps({k: last[k] for k in ("step", "reward_mean", "eval_acc", "erc_clipfrac", "time_total")
                       if k in last}))

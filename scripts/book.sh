@@ -9,6 +9,15 @@
 # Extra arguments go to scripts/run_notebooks.py, e.g. `bash scripts/book.sh --force -p seq_len 32`.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+# A failed build (any step) exits non-zero and removes _build/html: an older book must not look current.
+on_exit() {
+    local rc=$1
+    if [ "$rc" -ne 0 ] && [ -d "$ROOT/_build/html" ]; then
+        rm -rf "$ROOT/_build/html"
+        echo "[book] FAILED (exit $rc): removed _build/html, which would no longer match the sources" >&2
+    fi
+}
+trap 'on_exit $?' EXIT
 source "$ROOT/scripts/env.sh"
 cd "$ROOT"
 t_start=$SECONDS
@@ -16,17 +25,9 @@ t_start=$SECONDS
 # ---------------------------------------------------------------------------------------------- vendored JS
 bash "$ROOT/scripts/vendor_js.sh"
 
-# ---------------------------------------------------------------------------------------------- execute
-# Executed copies go to _build/src (a copy of the book sources); notebooks/ in git stays output-free.
-python "$ROOT/scripts/run_notebooks.py" --stage "$ROOT/_build/src" "$@"
-
-# ---------------------------------------------------------------------------------------------- HTML
-t_build=$SECONDS
-echo "[book] building HTML (execution off, fresh environment, -W -n --keep-going)"
-if ! jupyter-book build "$ROOT/_build/src" --path-output "$ROOT" --builder html --all -W -n --keep-going --quiet; then
-    echo "[book] HTML build FAILED: Sphinx warnings are errors here (see the lines above)" >&2
-    exit 1
-fi
-touch "$ROOT/_build/html/index.html"   # the build's timestamp (Sphinx keeps an unchanged index.html's mtime)
-echo "[book] HTML built in $((SECONDS - t_build)) s; main job took $((SECONDS - t_start)) s in total"
+# ---------------------------------------------------------------------------------------------- execute, HTML
+# Executed copies go to _build/src (a copy of the book sources); notebooks/ in git stays output-free. Then the HTML
+# (jupyter-book 1, execution off, Sphinx warnings are errors) in _build/html.
+python "$ROOT/scripts/run_notebooks.py" --stage "$ROOT/_build/src" --html "$ROOT" "$@"
+echo "[book] main job took $((SECONDS - t_start)) s in total"
 echo "[book] open file://$ROOT/_build/html/index.html"

@@ -4,9 +4,12 @@ The notebook list comes from ``_toc.yml`` (every ``file:`` entry that resolves t
 folder (default ``_build/src``) receives ``_config.yml``, ``_toc.yml``, ``book/`` and the EXECUTED notebooks at
 the paths ``_toc.yml`` names, so the HTML build runs with execution off and the notebooks in git keep no outputs.
 
-An executed copy is reused when the notebook, the parameters, every ``erc_core/*.py`` and the ``configs/``,
-``grids/`` and ``data/`` files are unchanged (``--force`` re-executes). Prints a per-notebook time report; exits 1
-naming the notebooks that failed.
+An executed copy is reused when the notebook, the parameters, every ``erc_core/*.py``, the ``configs/``,
+``grids/`` and ``data/`` files and the Python environment (Python version and every installed package's version)
+are unchanged (``--force`` re-executes). A ``-p NAME`` that no selected notebook's ``parameters`` cell defines is
+an error listing their parameters. The staged copies get the build's commit as ``REV`` in their hidden Colab
+set-up cell (unless ``repository.placeholder`` in ``_config.yml`` is true or the work tree has uncommitted
+changes). Prints a per-notebook time report; exits 1 naming the notebooks that failed.
 
     python scripts/run_notebooks.py [--root DIR] [--stage DIR] [--kernel NAME] [--force] [-p NAME VALUE ...]
                                     [--only NB ...]
@@ -15,8 +18,12 @@ naming the notebooks that failed.
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
+import importlib.metadata
 import json
+import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -67,13 +74,86 @@ def toc_notebooks(root: Path = ROOT) -> list[Path]:
     return [p for p in toc_pages(root) if p.suffix == ".ipynb"]
 
 
-def source_hash(nb: Path, params: dict, kernel: str) -> str:
-    """Hash of what an execution depends on: the notebook, parameters, kernel name, erc_core's sources and the
-    presets, grids and shipped data the chapters read."""
+def environment_fingerprint() -> str:
+    """The Python environment the chapters execute in: Python version and implementation, and every installed
+    distribution with its version (``pip freeze`` without calling pip), one per line, sorted."""
+    dists = sorted({f"{d.metadata['Name']}=={d.version}".lower() for d in importlib.metadata.distributions()
+                    if d.metadata["Name"]})
+    return "\n".join([f"python {platform.python_implementation()} {sys.version.split()[0]}", *dists])
+
+
+def notebook_parameters(nb: Path) -> list[str]:
+    """Names assigned at the top level of a notebook's ``parameters``-tagged cell (what papermill can set)."""
+    cells = json.loads(nb.read_text())["cells"]
+    names: list[str] = []
+    for cell in cells:
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            src = "".join(cell["source"])
+            src = "\n".join(ln for ln in src.splitlines() if not ln.lstrip().startswith(("%", "!")))
+            for node in ast.parse(src).body:
+                targets = node.targets if isinstance(node, ast.Assign) else \
+                    [node.target] if isinstance(node, (ast.AnnAssign, ast.AugAssign)) else []
+                for t in targets:
+                    names += [n.id for n in ast.walk(t) if isinstance(n, ast.Name)]
+    return names
+
+
+def check_parameters(params: dict, notebooks: list[Path], root: Path = ROOT) -> None:
+    """Raise ValueError naming every ``-p`` parameter that no notebook in ``notebooks`` defines, with the
+    parameters each of them has (a misspelt name would otherwise be injected and ignored)."""
+    known = {str(nb): notebook_parameters(root / nb) for nb in notebooks}
+    unknown = sorted(set(params) - {n for names in known.values() for n in names})
+    if unknown:
+        listing = "\n".join(f"  {nb}: {', '.join(names) or '(no parameters cell)'}" for nb, names in known.items())
+        raise ValueError(f"unknown papermill parameter(s) {unknown}: no selected notebook defines them. "
+                         f"The notebooks' parameters:\n{listing}")
+
+
+def colab_revision(root: Path = ROOT) -> str | None:
+    """The commit the build is made from, for the chapters' Colab set-up cell; None while ``repository.placeholder``
+    is true in ``_config.yml`` (nobody should install from that URL), outside git, or with uncommitted changes
+    (the build would not match the commit)."""
+    config = root / "_config.yml"
+    repo = ((yaml.safe_load(config.read_text()) if config.exists() else None) or {}).get("repository") or {}
+    if not config.exists() or repo.get("placeholder", False):
+        return None
+    try:
+        git = lambda *a: subprocess.run(["git", "-C", str(root), *a], capture_output=True, text=True,  # noqa: E731
+                                        check=True).stdout.strip()
+        rev, dirty = git("rev-parse", "HEAD"), git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return None if dirty or not re.fullmatch(r"[0-9a-f]{40}", rev) else rev
+
+
+COLAB_CELL_ID = "colab-setup"
+
+
+def pin_colab_cell(nb: Path, rev: str | None) -> None:
+    """Write ``REV = "<rev>"`` into the Colab set-up cell of the (staged) notebook ``nb``; None leaves it None."""
+    if rev is None:
+        return
+    data = json.loads(nb.read_text())
+    cells = [c for c in data["cells"] if c.get("id") == COLAB_CELL_ID]
+    if len(cells) != 1:
+        raise ValueError(f"{nb} has no cell with id {COLAB_CELL_ID!r} (the hidden Colab set-up cell)")
+    src = "".join(cells[0]["source"])
+    pinned, n = re.subn(r"^REV = None\b", f"REV = {json.dumps(rev)}", src, count=1, flags=re.M)
+    if n != 1:
+        raise ValueError(f"{nb}: the Colab set-up cell has no 'REV = None' line to pin")
+    cells[0]["source"] = pinned.splitlines(keepends=True)
+    nb.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+
+
+def source_hash(nb: Path, params: dict, kernel: str, env: str | None = None) -> str:
+    """Hash of what an execution depends on: the notebook, parameters, kernel name, the Python environment
+    (``env``, default :func:`environment_fingerprint`), erc_core's sources and the presets, grids and shipped data
+    the chapters read."""
     h = hashlib.sha256()
     h.update(nb.read_bytes())
     h.update(json.dumps(params, sort_keys=True).encode())
     h.update(kernel.encode())
+    h.update((environment_fingerprint() if env is None else env).encode())
     inputs = [*(ROOT / "erc_core").rglob("*.py"), *(ROOT / "configs").glob("*.yaml"), *(ROOT / "grids").glob("*.yaml"),
               *(p for p in (ROOT / "data").rglob("*") if p.is_file())]
     for src in sorted(inputs):
@@ -144,6 +224,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--params", type=Path, default=None, metavar="YAML",
                     help="per-notebook papermill parameters: a mapping from notebook name (e.g. 03_erc_gate) to "
                          "a mapping of parameters, applied over -p")
+    ap.add_argument("--html", type=Path, default=None, metavar="DIR",
+                    help="then build the staged book to DIR/_build/html (jupyter-book, -W -n)")
     ap.add_argument("--only", nargs="+", default=None, help="run only these notebooks (paths as in _toc.yml)")
     ap.add_argument("--force", action="store_true", help="re-execute even if a cached copy is up to date")
     ap.add_argument("--timeout", type=int, default=600, help="per-cell timeout in seconds")
@@ -161,9 +243,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.only:
         wanted = {str(Path(o).with_suffix("")) for o in args.only}
         notebooks = [nb for nb in notebooks if str(nb.with_suffix("")) in wanted]
-    unknown = set(per_notebook) - {nb.stem for nb in toc_notebooks(root)}
-    if unknown:
-        raise SystemExit(f"--params {args.params}: no notebook named {sorted(unknown)} in _toc.yml")
+    try:
+        unknown = set(per_notebook) - {nb.stem for nb in toc_notebooks(root)}
+        if unknown:
+            raise ValueError(f"--params {args.params}: no notebook named {sorted(unknown)} in _toc.yml")
+        check_parameters(params, notebooks, root)
+        for nb in notebooks:
+            check_parameters(per_notebook.get(nb.stem, {}), [nb], root)
+    except ValueError as e:
+        print(f"[run_notebooks] {e}", file=sys.stderr)
+        return 2
+    env = environment_fingerprint()
+    rev = colab_revision(root)
+    print(f"[run_notebooks] Colab set-up cell pinned to {rev}" if rev else
+          "[run_notebooks] Colab set-up cell left unpinned (REV = None): repository.placeholder is true, or the "
+          "tree is not a clean git checkout", flush=True)
     stage_sources(stage, root)
     for page in toc_pages(root):  # markdown pages outside book/ (notebooks come after execution)
         if page.suffix != ".ipynb" and not (stage / page).exists():
@@ -174,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     for nb in notebooks:
         cached, stamp = cache / nb, cache / (str(nb) + ".sha256")
         nb_params = {**params, **per_notebook.get(nb.stem, {})}
-        key = source_hash(root / nb, nb_params, args.kernel)
+        key = source_hash(root / nb, nb_params, args.kernel, env)
         method, status, t = "cache", "ok", 0.0
         if args.force or not cached.exists() or not stamp.exists() or stamp.read_text() != key:
             method = "papermill"
@@ -193,11 +287,22 @@ def main(argv: list[str] | None = None) -> int:
         if status == "ok":
             (stage / nb).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(cached, stage / nb)
+            pin_colab_cell(stage / nb, rev)
     print(report(rows))
     print(f"[run_notebooks] {len(notebooks)} notebook(s) in {time.perf_counter() - t0:.1f} s; staged in {stage}")
     if failed:
         print(f"[run_notebooks] FAILED: {', '.join(failed)} (partial output in {cache})", file=sys.stderr)
         return 1
+    if args.html:
+        t_html = time.perf_counter()
+        print("[run_notebooks] building HTML (execution off, fresh environment, -W -n --keep-going)", flush=True)
+        proc = build_html(stage, args.html)
+        if proc.returncode != 0:
+            print(proc.stdout[-6000:] + proc.stderr[-6000:], file=sys.stderr)
+            print("[run_notebooks] HTML build FAILED: Sphinx warnings are errors here (see above)", file=sys.stderr)
+            return 1
+        (args.html / "_build" / "html" / "index.html").touch()  # the build's time (Sphinx keeps unchanged files)
+        print(f"[run_notebooks] HTML built in {time.perf_counter() - t_html:.1f} s", flush=True)
     return 0
 
 

@@ -70,3 +70,19 @@ def test_scores_validation():
         grpo_advantages(torch.zeros(4))
     with pytest.raises(ValueError, match="NaN"):
         grpo_advantages(torch.tensor([[0.0, math.nan]]))
+
+
+def test_eps_zero_and_huge_scores_give_no_nan():
+    """eps = 0 on an all-equal group (0 / 0) and finite scores near float32's limit used to give NaN."""
+    equal = torch.tensor([[1.0, 1.0, 1.0], [0.0, 1.0, 0.0]])
+    adv = grpo_advantages(equal, eps=0.0)
+    assert torch.equal(adv[0], torch.zeros(3))
+    assert torch.allclose(adv[1], torch.tensor([-1 / 3, 2 / 3, -1 / 3]) / (1 / 3) ** 0.5)
+    huge = torch.tensor([[3e38, -3e38, 3e38, -3e38], [3e38, 3e38, 3e38, 3e38]])
+    adv = grpo_advantages(huge)
+    assert adv.dtype == torch.float32 and bool(torch.isfinite(adv).all())
+    assert torch.allclose(adv[0], torch.tensor([1.0, -1.0, 1.0, -1.0]) * (3 / 4) ** 0.5)
+    assert torch.equal(adv[1], torch.zeros(4))
+    # the float64 result of a scale-free problem: scores x 1e38 give the advantages of the scores
+    small = torch.tensor([[0.5, 2.0, 3.0, 1.0]])
+    assert torch.allclose(grpo_advantages(small * 1e38, eps=0.0), grpo_advantages(small, eps=0.0))

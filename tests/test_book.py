@@ -48,21 +48,114 @@ def test_notebooks_in_git_have_no_outputs_and_a_parameters_cell(path):
     assert len(tagged) == 1 and "seed" in tagged[0].source
 
 
-def test_every_chapter_can_set_itself_up_on_colab():
-    """The Colab launch button opens a bare notebook: its second cell clones the repository named in _config.yml
-    (the button's repository) and installs erc_core from it; hidden in the book, the same in every chapter."""
-    import yaml
-
-    url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+def _colab_cells() -> list[str]:
     cells = []
     for path in runner.toc_notebooks(ROOT):
         nb = nbformat.read(ROOT / path, as_version=4)
         cell = nb.cells[1]
         assert cell.cell_type == "code" and 'find_spec("erc_core") is None' in cell.source, path
-        assert cell.metadata.get("tags") == ["remove-cell"], path
+        assert cell.metadata.get("tags") == ["remove-cell"] and cell.id == runner.COLAB_CELL_ID, path
         cells.append(cell.source)
     assert len(set(cells)) == 1, "the set-up cell differs between chapters"
-    assert f'REPO = "{url}"' in cells[0] and '"git", "clone", "--depth", "1", REPO' in cells[0]
+    return cells
+
+
+def test_every_chapter_can_set_itself_up_on_colab():
+    """The Colab launch button opens a bare notebook: its second cell fetches the repository named in _config.yml
+    (the button's repository) at the book's commit REV and installs erc_core from it; hidden in the book, the same
+    in every chapter, and unpinned (REV = None) in git."""
+    import yaml
+
+    url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+    cell = _colab_cells()[0]
+    assert f'REPO = "{url}"' in cell and "\nREV = None" in cell
+    assert '"fetch", "-q", "--depth", "1", REPO, REV' in cell and '"checkout", "-q", "FETCH_HEAD"' in cell
+
+
+def test_unpinned_colab_cell_downloads_nothing(tmp_path):
+    """Without erc_core (python -I -S) and with REV = None the cell prints why and runs no git or pip."""
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-I", "-S", "-c", _colab_cells()[0]], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60, env={"PATH": "/nonexistent"})
+    assert proc.returncode == 0, proc.stderr
+    assert "nothing was downloaded or installed" in proc.stdout and "placeholder" in proc.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_build_pins_the_colab_cell_to_its_commit(tmp_path):
+    """The staged copy gets REV = the build's commit; a placeholder repository URL (or a dirty tree) pins nothing."""
+    import shutil
+    import subprocess
+
+    nb = tmp_path / "ch.ipynb"
+    shutil.copy(ROOT / "notebooks/01_entropy_ratio.ipynb", nb)
+    rev = "0123456789abcdef0123456789abcdef01234567"
+    runner.pin_colab_cell(nb, rev)
+    pinned = nbformat.read(nb, as_version=4)
+    assert f'\nREV = "{rev}"' in pinned.cells[1].source and pinned.cells[1].id == runner.COLAB_CELL_ID
+    assert pinned.cells[2:] == nbformat.read(ROOT / "notebooks/01_entropy_ratio.ipynb", as_version=4).cells[2:]
+    book = tmp_path / "book"
+    book.mkdir()
+    git = lambda *a: subprocess.run(["git", "-C", str(book), *a], check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    (book / "_config.yml").write_text("repository:\n  url: https://example.org/x\n  placeholder: true\n")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x")
+    assert runner.colab_revision(book) is None  # placeholder URL: never point readers at it
+    (book / "_config.yml").write_text("repository:\n  url: https://example.org/x\n  placeholder: false\n")
+    assert runner.colab_revision(book) is None  # uncommitted change: the build is not that commit
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "y")
+    head = subprocess.run(["git", "-C", str(book), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert runner.colab_revision(book) == head
+    assert yaml_placeholder(ROOT) is True  # this repository's URL is still a placeholder
+
+
+def yaml_placeholder(root: Path):
+    import yaml
+
+    return yaml.safe_load((root / "_config.yml").read_text())["repository"].get("placeholder")
+
+
+def test_misspelt_parameter_fails_naming_it(tmp_path, capsys):
+    rc = runner.main(["--only", "notebooks/01_entropy_ratio", "-p", "stepz", "3", "--stage", str(tmp_path / "s"),
+                      "--cache", str(tmp_path / "c")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "'stepz'" in err and "notebooks/01_entropy_ratio.ipynb: seed, device" in err
+    assert not (tmp_path / "c").exists()  # nothing executed
+    assert "seed" in runner.notebook_parameters(ROOT / "notebooks/05_erc_dapo_tiny_lm.ipynb")
+    runner.check_parameters({"steps": 3}, runner.toc_notebooks(ROOT))  # a parameter of some chapters: fine
+
+
+def test_cache_key_includes_the_python_environment():
+    import torch
+
+    nb = ROOT / "notebooks/01_entropy_ratio.ipynb"
+    env = runner.environment_fingerprint()
+    assert f"torch=={torch.__version__}" in env and sys.version.split()[0] in env
+    assert runner.source_hash(nb, {}, "k", env) == runner.source_hash(nb, {}, "k", env)
+    upgraded = env.replace(f"torch=={torch.__version__}", "torch==99.0")
+    assert runner.source_hash(nb, {}, "k", upgraded) != runner.source_hash(nb, {}, "k", env)
+
+
+def test_failed_build_removes_the_old_html(tmp_path):
+    """book.sh exits non-zero when a step fails and leaves no older _build/html behind."""
+    import os
+    import shutil
+    import subprocess
+
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(ROOT / "scripts/book.sh", tmp_path / "scripts/book.sh")
+    (tmp_path / "scripts/env.sh").write_text("")  # no venv set-up in the test
+    (tmp_path / "scripts/run_notebooks.py").write_text("import sys\nsys.exit(2)  # a chapter failed\n")
+    (tmp_path / "scripts/vendor_js.sh").write_text("exit 0  # JavaScript already vendored\n")
+    (tmp_path / "_build/html").mkdir(parents=True)
+    (tmp_path / "_build/html/index.html").write_text("<p>an older book</p>")
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    proc = subprocess.run(["bash", str(tmp_path / "scripts/book.sh")], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.returncode != 0 and "FAILED" in proc.stderr
+    assert not (tmp_path / "_build/html").exists()
 
 
 def test_report_table_has_one_row_per_notebook():

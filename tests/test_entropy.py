@@ -290,3 +290,18 @@ def test_backward_compile_failure_falls_back_to_eager_gradient(monkeypatch):
         torch.testing.assert_close(b, a, atol=2e-5, rtol=1e-5)
     with pytest.raises(RuntimeError, match="backward codegen failed"):
         _values_and_grads(logits, tokens, True)
+
+
+@pytest.mark.parametrize("fused", [False, None])
+def test_finite_huge_logits_work(fused):
+    """Finite logits of 3e38: z - max overflows float32 (the old error said 'NaN or +inf'); computed in float64."""
+    x = torch.tensor([[3e38, 3e38, -3e38, 0.0], [1.0, 2.0, 3.0, 4.0]], requires_grad=True)
+    logp, h = logprobs_and_entropy(x, torch.tensor([0, 3]), fused=fused)
+    ref_logp, ref_h = logprobs_and_entropy(torch.tensor([[1.0, 1.0, -1.0, 0.0]]) * 1e4, torch.tensor([0]))
+    assert torch.allclose(h[:1], torch.tensor([math.log(2)])) and torch.allclose(logp[:1], -h[:1])
+    assert torch.allclose(h[1:], entropy_from_logits(torch.tensor([[1.0, 2.0, 3.0, 4.0]])))
+    assert h.dtype == logp.dtype == torch.float32 and torch.allclose(ref_h, h[:1])
+    (logp.sum() + h.sum()).backward()
+    assert bool(torch.isfinite(x.grad).all())
+    with pytest.raises(ValueError, match="NaN or \\+inf"):
+        entropy_from_logits(torch.tensor([[math.nan, 1.0]]), fused=fused)

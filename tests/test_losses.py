@@ -403,3 +403,60 @@ def test_bad_penalty_and_kl_args():
         entropy_ratio_penalty(h, h, h, bounds=(1.1, 0.9))
     with pytest.raises(ValueError, match="kind"):
         kl_penalty(h, h, "k4")
+
+
+# ----------------------------------------------------------------------------------------------- bad inputs (issue 16)
+def _inputs(dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    logp = (-torch.rand(4, 6, generator=g, dtype=torch.float64) * 3).to(dtype)
+    old = (logp.double() + torch.randn(4, 6, generator=g, dtype=torch.float64) * 0.3).clamp(max=0).to(dtype)
+    old[0, 0] = -40.0  # log-ratio clamped at +20: exp(20) overflows float16
+    adv = torch.randn(4, generator=g, dtype=torch.float64).to(dtype)
+    h = (torch.rand(4, 6, generator=g, dtype=torch.float64) + 0.1).to(dtype)
+    h_old = (h.double() * (1 + 0.1 * torch.randn(4, 6, generator=g, dtype=torch.float64))).clamp(min=0).to(dtype)
+    mask = torch.ones(4, 6, dtype=torch.bool)
+    return logp, old, adv, mask, h, h_old
+
+
+@pytest.mark.parametrize("mode", ["dapo", "gppo"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_inputs_are_computed_in_float32(mode, dtype):
+    """fp16 used to give a silent NaN loss (exp(20) overflows); now the loss equals the float32 one on the same
+    (rounded) values, and the gradient reaches the half-precision log-probs."""
+    logp, old, adv, mask, h, h_old = _inputs(dtype)
+    logp.requires_grad_(True)
+    kw = dict(mode=mode, clip_high=0.28 if mode == "dapo" else 0.2)
+    loss, stats = policy_loss(logp, old, adv, mask, entropy=h, old_entropy=h_old, **kw)
+    ref, ref_stats = policy_loss(logp.detach().float(), old.float(), adv.float(), mask, entropy=h.float(),
+                                 old_entropy=h_old.float(), **kw)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss) and loss.item() == ref.item()
+    assert stats == ref_stats
+    loss.backward()
+    assert logp.grad.dtype == dtype and bool(torch.isfinite(logp.grad.float()).all())
+
+
+def test_integer_log_probs_are_rejected():
+    logp, old, adv, mask, h, h_old = _inputs()
+    with pytest.raises(TypeError, match="log_prob must be a floating-point tensor"):
+        policy_loss(logp.round().long(), old, adv, mask, erc_bounds=None)
+    with pytest.raises(TypeError, match="old_log_prob must be a floating-point tensor"):
+        policy_loss(logp, old.round().int(), adv, mask, erc_bounds=None)
+
+
+def test_negative_entropies_are_rejected():
+    logp, old, adv, mask, h, h_old = _inputs()
+    with pytest.raises(ValueError, match="old_entropy must be >= 0"):
+        policy_loss(logp, old, adv, mask, entropy=h, old_entropy=h_old - 2.0)
+    with pytest.raises(ValueError, match="entropy must be >= 0"):
+        entropy_ratio_penalty(-h, h_old, mask)
+    # a kernel's rounding just below 0 (lse - <p, z>) is not an error, and gives a finite ratio mean
+    h_old[0, 0] = -1e-7
+    _, stats = policy_loss(logp, old, adv, mask, entropy=h, old_entropy=h_old)
+    assert math.isfinite(stats["entropy_ratio_mean"])
+
+
+@pytest.mark.parametrize("mode, key", [("kl_cov", "kl_cov_ratio"), ("clip_cov", "clip_cov_ratio")])
+def test_cov_ratio_above_one_is_a_clear_error(mode, key):
+    logp, old, adv, mask, h, h_old = _inputs()
+    with pytest.raises(ValueError, match=rf"{key} must be in \(0, 1\]"):
+        policy_loss(logp, old, adv, mask, erc_bounds=None, mode=mode, mode_options={key: 2.0})

@@ -223,3 +223,80 @@ def test_study_figures_draw_every_variant_and_reject_empty_input():
                 lambda: plots_study.fig_token_entropy(pd.DataFrame(), [])):
         with pytest.raises(ValueError):
             bad()
+
+
+def test_whole_grid_is_validated_before_any_run(tmp_path, capsys):
+    """A bad last variant used to cost every earlier run first; now nothing starts and the error names it."""
+    from erc_core.study import main
+    from erc_core.train import ConfigError
+
+    path = write_grid(tmp_path, [dict(name="good", config="configs/tiny_arith_dapo.yaml"),
+                                 dict(name="typo", config="configs/tiny_arith_erc.yaml", set=dict(erc_low=2.0))])
+    with pytest.raises(ConfigError, match=r"grid variant 'typo' .*'erc_low' = 2.0 is invalid"):
+        run_grid(load_grid(path), tmp_path / "out", workers=1)
+    assert not (tmp_path / "out").exists()
+    assert main(["--grid", str(path), "--out", str(tmp_path / "out")]) == 2
+    assert "'typo'" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def _children(pid: int) -> list[int]:
+    """Live (not zombie) processes whose parent is ``pid`` (Linux /proc)."""
+    from pathlib import Path
+
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    from pathlib import Path
+
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="reads /proc")
+def test_workers_die_with_the_study_runner(tmp_path):
+    """kill -9 of the runner: no worker survives it (they used to finish their runs as orphans, then hang)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    path = write_grid(tmp_path, [dict(name="long", config="configs/tiny_arith_dapo.yaml")],
+                      base=dict(TINY, steps=100000, eval_every=100000, save_every=0), seeds=1)
+    code = ("import sys; from erc_core.study import load_grid, run_grid; "
+            f"run_grid(load_grid({str(path)!r}), {str(tmp_path / 'out')!r}, workers=1)")
+    env = dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1")
+    runner = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    workers = []
+    try:
+        deadline = time.time() + 300
+        while not (tmp_path / "out/runs/long__seed0/metrics.jsonl").exists():  # the worker is training
+            assert runner.poll() is None and time.time() < deadline
+            time.sleep(0.2)
+        workers = _children(runner.pid)
+        assert workers
+        runner.send_signal(signal.SIGKILL)
+        runner.wait()
+        deadline = time.time() + 30
+        while any(_alive(w) for w in workers) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(w) for w in workers), "a worker outlived the study runner"
+    finally:
+        runner.kill()
+        for w in workers:
+            if _alive(w):
+                os.kill(w, signal.SIGKILL)

@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+import os
 import time
 from pathlib import Path
 
@@ -9,7 +10,8 @@ import pytest
 import torch
 import yaml
 
-from erc_core.train import TIMING_KEYS, Config, ConfigError, load_config, main, parse_set, train
+from erc_core.train import (TIMING_KEYS, CheckpointError, Config, ConfigError, RunLockedError, load_config, main,
+                            parse_set, read_jsonl, train)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -173,3 +175,173 @@ def test_rl_improves_reward(tmp_path):
 
 LEARN = dict(arith_max_operand=4, eval_size=5, warmstart_steps=100, steps=60, prompts_per_step=8, group_size=8,
              mini_batch_size=16, lr=1e-3, eval_every=20, save_every=0, log_tokens_every=0)
+
+
+# ------------------------------------------------------------------------------------------ reliability
+class _RunsCode:
+    """Unpickling this runs a command (what a crafted checkpoint does)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_crafted_checkpoint_is_refused_and_runs_no_code(tmp_path):
+    cfg = dict(FAST, steps=2, save_every=1)
+    train(cfg, tmp_path, stop_at=1)
+    marker = tmp_path / "pwned"
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)  # our own checkpoint is plain data
+    state["payload"] = _RunsCode(marker)
+    torch.save(state, tmp_path / "checkpoint.pt")
+    with pytest.raises(CheckpointError, match="NOT loaded.*weights_only=True"):
+        train(cfg, tmp_path, resume=True)
+    assert not marker.exists()
+
+
+def test_torn_last_line_is_dropped_and_resume_continues(tmp_path):
+    cfg = dict(FAST, steps=4, save_every=1)
+    full = train(cfg, tmp_path / "full")
+    part = tmp_path / "part"
+    train(cfg, part, stop_at=2)
+    for name in ("metrics.jsonl", "tokens.jsonl"):  # a kill in the middle of step 3's append
+        with open(part / name, "a") as f:
+            f.write('{"step": 3, "reward_mean": 0.')
+    with pytest.warns(RuntimeWarning, match="torn last line"):
+        assert [r["step"] for r in read_jsonl(part / "metrics.jsonl")] == [0, 1, 2]
+    with pytest.warns(RuntimeWarning, match="torn last line"):
+        resumed = train(cfg, part, resume=True)
+    assert strip(resumed) == strip(full)
+    assert (part / "tokens.jsonl").read_text().count("\n") == (tmp_path / "full/tokens.jsonl").read_text().count("\n")
+
+
+def test_corrupt_line_in_the_middle_names_file_and_line(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 0}\n{"step": 1, oops\n{"step": 2}\n')
+    with pytest.raises(ValueError, match=r"metrics.jsonl, line 2"):
+        read_jsonl(path)
+
+
+def test_resume_refuses_a_changed_config_and_extends_steps(tmp_path, capsys):
+    cfg = dict(FAST, steps=4, save_every=1)
+    full = train(cfg, tmp_path / "full")
+    run = tmp_path / "run"
+    train(dict(cfg, steps=2), run)
+    for change in (dict(lr=0.01), dict(seed=1, erc=True), dict(tiny_hidden=64)):
+        with pytest.raises(ConfigError) as err:
+            train(dict(cfg, steps=2, **change), run, resume=True)
+        assert all(repr(k) in str(err.value) for k in change), err.value
+    assert yaml.safe_load((run / "config.yaml").read_text())["lr"] == cfg["lr"]
+    preset = tmp_path / "c.yaml"
+    preset.write_text(yaml.safe_dump(dict(cfg, steps=2)))
+    assert main(["--config", str(preset), "--out", str(run), "--resume", "--set", "lr=0.01"]) == 2
+    assert "'lr'" in capsys.readouterr().err
+    # extending steps is the one allowed change; the run then matches a 4-step run but for step 2's evaluation
+    assert main(["--config", str(preset), "--out", str(run), "--resume", "--set", "steps=4"]) == 0
+    ext = read_jsonl(run / "metrics.jsonl")
+    assert yaml.safe_load((run / "config.yaml").read_text())["steps"] == 4
+    drop = set(TIMING_KEYS) | {"eval_acc"}
+    assert [{k: v for k, v in r.items() if k not in drop} for r in ext] == \
+        [{k: v for k, v in r.items() if k not in drop} for r in full]
+    with pytest.raises(ConfigError, match="'steps'.*checkpoint is at step 4"):
+        train(dict(cfg, steps=3), run, resume=True)
+
+
+def test_one_trainer_per_folder_and_no_silent_wipe(tmp_path, capsys):
+    import fcntl
+
+    run = tmp_path / "run"
+    train(dict(FAST, steps=1), run)
+    with pytest.raises(ConfigError, match="already holds a run.*overwrite"):
+        train(dict(FAST, steps=1), run)
+    assert main(["--config", str(ROOT / "configs/base.yaml"), "--out", str(run), "--set", "steps=1"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    before = (run / "metrics.jsonl").read_text()
+    with open(run / "train.lock", "a") as held:  # another trainer writing this folder
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        t0 = time.perf_counter()
+        with pytest.raises(RunLockedError, match="in use"):
+            train(dict(FAST, steps=1), run, overwrite=True)
+        with pytest.raises(RunLockedError):
+            train(dict(FAST, steps=2), run, resume=True)
+    assert (run / "metrics.jsonl").read_text() == before
+    recs = train(dict(FAST, steps=1, seed=3), run, overwrite=True)
+    assert [r["step"] for r in recs] == [0, 1] and yaml.safe_load((run / "config.yaml").read_text())["seed"] == 3
+
+
+def test_second_trainer_process_fails_at_once(tmp_path):
+    """A real second process on the same folder: it exits 2 naming the lock while the first one runs."""
+    import subprocess
+    import sys
+
+    preset = tmp_path / "c.yaml"
+    preset.write_text(yaml.safe_dump(dict(FAST, steps=100000, eval_every=100000, save_every=0,
+                                          log_tokens_every=0)))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "erc_core.train", "--config", str(preset), "--out", str(tmp_path / "run")]
+    first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while not (tmp_path / "run/metrics.jsonl").exists():
+            assert first.poll() is None and time.time() < deadline
+            time.sleep(0.2)
+        second = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
+        assert second.returncode == 2 and "in use" in second.stderr, second.stderr
+        assert first.poll() is None
+    finally:
+        first.kill()
+        first.wait()
+
+
+@pytest.mark.parametrize("overrides, key, allowed", [
+    (dict(num_threads=100000), "num_threads", "0 (leave as is) or 1.."),
+    (dict(seed=-1), "seed", "[0, 2**32 - 1"),
+    (dict(seed=2 ** 70), "seed", "[0, 2**32 - 1"),
+    (dict(tiny_heads=3), "tiny_heads", "divisor of tiny_hidden = 32"),
+    (dict(tiny_hidden=6, tiny_heads=2), "tiny_heads", "even head size"),
+    (dict(clip_cov_lb=math.nan), "clip_cov_lb", "not NaN"),
+    (dict(lr=math.nan), "lr", "not NaN"),
+    (dict(eval_size=100000), "eval_size", "1..99: the task has 100 distinct problems"),
+    (dict(eval_size=100000, task="countdown", countdown_numbers=2, countdown_max_number=3), "eval_size",
+     "1..31: the task has 32 distinct problems"),
+    (dict(prompts_per_step=10 ** 7), "prompts_per_step", "<= 65536 responses per step"),
+])
+def test_more_bad_values_name_the_key_before_the_folder_exists(tmp_path, overrides, key, allowed):
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError) as err:
+        train(dict(FAST, **overrides), tmp_path / "run")
+    assert repr(key) in str(err.value) and allowed in str(err.value), err.value
+    assert not (tmp_path / "run").exists()
+
+
+def test_countdown_problem_space_is_exact():
+    """The count of distinct prompts agrees with what the task generates (every one is reachable)."""
+    import numpy as np
+
+    from erc_core.tasks import make_task
+    from erc_core.train import problem_space
+
+    cfg = Config(task="countdown", countdown_numbers=2, countdown_max_number=3, eval_size=9)
+    task = make_task("countdown", n_numbers=2, max_number=3, eval_size=1)
+    rng = np.random.default_rng(0)
+    seen = {task.generate(rng).prompt for _ in range(20000)}
+    assert problem_space(cfg) == len(seen) == 32
+
+
+def test_config_file_errors_name_the_file(tmp_path):
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("base: b.yaml\nlr: 0.1\n")
+    b.write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match="'base' forms a cycle.*a.yaml.*b.yaml.*a.yaml"):
+        load_config(a)
+    b.write_text("base: [a.yaml]\n")
+    with pytest.raises(ConfigError, match="'base' in .*b.yaml must be a file name"):
+        load_config(a)
+    b.write_text("lr: [0.1\n")
+    with pytest.raises(ConfigError, match="b.yaml is not valid YAML"):
+        load_config(a)
+    with pytest.raises(ConfigError, match="missing.yaml does not exist"):
+        load_config(tmp_path / "missing.yaml")
