@@ -4,7 +4,8 @@ The notebook list comes from ``_toc.yml`` (every ``file:`` entry that resolves t
 folder (default ``_build/src``) receives ``_config.yml``, ``_toc.yml``, ``book/`` and the EXECUTED notebooks at
 the paths ``_toc.yml`` names, so the HTML build runs with execution off and the notebooks in git keep no outputs.
 
-An executed copy is reused when the notebook, the parameters, every ``erc_core/*.py``, the ``configs/``,
+An executed copy is reused when the notebook, the parameters, the ``erc_core`` files it imports (closed over
+erc_core's own imports, so a chapter re-executes only when what it uses changed), the ``configs/``,
 ``grids/`` and ``data/`` files and the Python environment (Python version and every installed package's version)
 are unchanged (``--force`` re-executes). A ``-p NAME`` that no selected notebook's ``parameters`` cell defines is
 an error listing their parameters. The staged copies get the build's commit as ``REV`` in their hidden Colab
@@ -145,16 +146,62 @@ def pin_colab_cell(nb: Path, rev: str | None) -> None:
     nb.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
 
 
+def _module_file(name: str, root: Path) -> Path | None:
+    """``erc_core.x.y`` -> its source file under ``root`` (module or package ``__init__``), None if not one."""
+    base = root.joinpath(*name.split("."))
+    for cand in (base.with_suffix(".py"), base / "__init__.py"):
+        if cand.exists():
+            return cand
+    return None
+
+
+def _imported(tree: ast.AST, package: str | None = None) -> set[str]:
+    """Absolute names of the erc_core modules (and of names that may be modules) an AST imports anywhere."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            mod = node.module or ""
+            if node.level and package:  # relative import inside erc_core
+                parts = package.split(".")
+                mod = ".".join(parts[:len(parts) - node.level + 1] + ([mod] if mod else []))
+            names.add(mod)
+            names |= {f"{mod}.{a.name}" for a in node.names}
+    return {n for n in names if n == "erc_core" or n.startswith("erc_core.")}
+
+
+def erc_core_sources(nb: Path, root: Path = ROOT) -> list[Path]:
+    """The erc_core source files a notebook depends on: what its code cells import, closed over erc_core's own
+    imports (package ``__init__`` files included), so editing a figure helper re-executes only its chapters."""
+    cells = json.loads(nb.read_text())["cells"]
+    code = "\n".join("\n".join(ln for ln in "".join(c["source"]).splitlines()
+                               if not ln.lstrip().startswith(("%", "!")))
+                     for c in cells if c["cell_type"] == "code")
+    todo, files = list(_imported(ast.parse(code))), set()
+    while todo:
+        name = todo.pop()
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):  # the packages on the way are imported too
+            path = _module_file(".".join(parts[:i]), root)
+            if path is None or path in files:
+                continue
+            files.add(path)
+            package = ".".join(parts[:i]) if path.name == "__init__.py" else ".".join(parts[:i - 1])
+            todo += _imported(ast.parse(path.read_text()), package)
+    return sorted(files)
+
+
 def source_hash(nb: Path, params: dict, kernel: str, env: str | None = None) -> str:
     """Hash of what an execution depends on: the notebook, parameters, kernel name, the Python environment
-    (``env``, default :func:`environment_fingerprint`), erc_core's sources and the presets, grids and shipped data
-    the chapters read."""
+    (``env``, default :func:`environment_fingerprint`), the erc_core sources it imports
+    (:func:`erc_core_sources`) and the presets, grids and shipped data the chapters read."""
     h = hashlib.sha256()
     h.update(nb.read_bytes())
     h.update(json.dumps(params, sort_keys=True).encode())
     h.update(kernel.encode())
     h.update((environment_fingerprint() if env is None else env).encode())
-    inputs = [*(ROOT / "erc_core").rglob("*.py"), *(ROOT / "configs").glob("*.yaml"), *(ROOT / "grids").glob("*.yaml"),
+    inputs = [*erc_core_sources(nb), *(ROOT / "configs").glob("*.yaml"), *(ROOT / "grids").glob("*.yaml"),
               *(p for p in (ROOT / "data").rglob("*") if p.is_file())]
     for src in sorted(inputs):
         h.update(str(src.relative_to(ROOT)).encode())

@@ -6,6 +6,7 @@ chapter executed once with the parameters of tests/tiny_book.yaml and built with
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import sys
@@ -136,6 +137,22 @@ def test_cache_key_includes_the_python_environment():
     assert runner.source_hash(nb, {}, "k", env) == runner.source_hash(nb, {}, "k", env)
     upgraded = env.replace(f"torch=={torch.__version__}", "torch==99.0")
     assert runner.source_hash(nb, {}, "k", upgraded) != runner.source_hash(nb, {}, "k", env)
+
+
+def test_cache_key_covers_exactly_the_erc_core_modules_a_chapter_imports(tmp_path):
+    """A chapter's cache key covers the erc_core files it imports, closed over erc_core's own (also deferred,
+    relative) imports: chapter 8 depends on the trainer through the study runner; chapter 2 not on the study."""
+    rel = lambda nb: {p.relative_to(ROOT).as_posix() for p in runner.erc_core_sources(ROOT / nb)}  # noqa: E731
+    ch2, ch8 = rel("notebooks/02_ppo_clip_blind_spot.ipynb"), rel("notebooks/08_claims.ipynb")
+    assert {"erc_core/__init__.py", "erc_core/toy.py", "erc_core/losses.py"} <= ch2
+    assert not {"erc_core/study.py", "erc_core/plots_study.py", "erc_core/train.py"} & ch2
+    assert {"erc_core/study.py", "erc_core/plots_study.py", "erc_core/train.py", "erc_core/models.py"} <= ch8
+    nb = tmp_path / "nb.ipynb"
+    nb.write_text(json.dumps({"cells": [{"cell_type": "code", "source": ["%matplotlib inline\n",
+                  "from erc_core import losses\n", "import erc_core.integrations.trl as t\n"]}]}))
+    got = rel(nb)
+    assert {"erc_core/losses.py", "erc_core/integrations/__init__.py", "erc_core/integrations/trl.py"} <= got
+    assert "erc_core/study.py" not in got
 
 
 def test_failed_build_removes_the_old_html(tmp_path):
