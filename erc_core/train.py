@@ -13,7 +13,7 @@ Per RL step:
 The old pass and the update forwards see exactly the same tensors (same micro-batches, padding, position ids,
 eval mode, dtype, temperature), so with one update per step the entropy ratio is exactly 1 and ERC gates nothing.
 
-    python -m erc_core.train --config configs/tiny_arith_erc.yaml --out runs/erc [--set steps=40] [--resume | --overwrite]
+    python -m erc_core.train --config configs/tiny_arith_erc.yaml --out runs/erc [--set steps=40] [--resume|--overwrite]
     records = train("configs/tiny_arith_erc.yaml", "runs/erc", overrides={"steps": 40})
 
 Outputs in ``out_dir``: ``metrics.jsonl`` (one record per step; step 0 = evaluation after the warm start),
@@ -232,7 +232,8 @@ class Config:
         need("prompts_per_step", self.batch_size <= MAX_BATCH,
              f"prompts_per_step x group_size <= {MAX_BATCH} responses per step (got {self.batch_size})")
         if self.model == "tiny":
-            need("tiny_heads", self.tiny_hidden % self.tiny_heads == 0 and (self.tiny_hidden // self.tiny_heads) % 2 == 0,
+            head = self.tiny_hidden // self.tiny_heads
+            need("tiny_heads", self.tiny_hidden % self.tiny_heads == 0 and head % 2 == 0,
                  f"a divisor of tiny_hidden = {self.tiny_hidden} leaving an even head size (rotary embeddings)")
         space = problem_space(self)
         need("eval_size", space is None or self.eval_size < space,
