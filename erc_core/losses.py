@@ -170,7 +170,8 @@ def clip_cov_loss(ratio: torch.Tensor, advantages: torch.Tensor, mask: torch.Ten
     not already clip lose their gradient AND their loss (multiplied by 0). (B, T) -> (B, T).
     """
     if not 0 < clip_cov_ratio <= 1:
-        raise ValueError(f"clip_cov_ratio must be in (0, 1] (a fraction of the response tokens), got {clip_cov_ratio!r}")
+        raise ValueError(f"clip_cov_ratio must be in (0, 1] (a fraction of the response tokens), "
+                         f"got {clip_cov_ratio!r}")
     if not clip_cov_lb < clip_cov_ub:
         raise ValueError(f"clip_cov_lb must be < clip_cov_ub, got {clip_cov_lb!r} >= {clip_cov_ub!r}")
     valid = mask.bool()

@@ -111,12 +111,12 @@ def check_parameters(params: dict, notebooks: list[Path], root: Path = ROOT) -> 
 
 
 def colab_revision(root: Path = ROOT) -> str | None:
-    """The commit the build is made from, for the chapters' Colab set-up cell; None while ``repository.placeholder``
-    is true in ``_config.yml`` (nobody should install from that URL), outside git, or with uncommitted changes
-    (the build would not match the commit)."""
+    """The commit the build is made from, for the chapters' Colab set-up cell; None without a ``repository`` in
+    ``_config.yml`` or while its ``placeholder`` is true (nobody should install from that URL), outside git, or
+    with uncommitted changes (the build would not match the commit)."""
     config = root / "_config.yml"
-    repo = ((yaml.safe_load(config.read_text()) if config.exists() else None) or {}).get("repository") or {}
-    if not config.exists() or repo.get("placeholder", False):
+    repo = ((yaml.safe_load(config.read_text()) or {}).get("repository") or {}) if config.exists() else {}
+    if not repo or repo.get("placeholder", False):
         return None
     try:
         git = lambda *a: subprocess.run(["git", "-C", str(root), *a], capture_output=True, text=True,  # noqa: E731
@@ -131,13 +131,14 @@ COLAB_CELL_ID = "colab-setup"
 
 
 def pin_colab_cell(nb: Path, rev: str | None) -> None:
-    """Write ``REV = "<rev>"`` into the Colab set-up cell of the (staged) notebook ``nb``; None leaves it None."""
+    """Write ``REV = "<rev>"`` into the Colab set-up cell (id ``colab-setup``) of the (staged) notebook ``nb``;
+    None, or a notebook without that cell, is left as it is."""
     if rev is None:
         return
     data = json.loads(nb.read_text())
     cells = [c for c in data["cells"] if c.get("id") == COLAB_CELL_ID]
-    if len(cells) != 1:
-        raise ValueError(f"{nb} has no cell with id {COLAB_CELL_ID!r} (the hidden Colab set-up cell)")
+    if not cells:  # a page without the set-up cell
+        return
     src = "".join(cells[0]["source"])
     pinned, n = re.subn(r"^REV = None\b", f"REV = {json.dumps(rev)}", src, count=1, flags=re.M)
     if n != 1:

@@ -300,3 +300,22 @@ def test_workers_die_with_the_study_runner(tmp_path):
         for w in workers:
             if _alive(w):
                 os.kill(w, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_half_finished_run_is_resumed_not_refused(tmp_path):
+    """A run interrupted after step 1 (same config) is continued by the study, matching an uninterrupted one."""
+    from erc_core.study import _overrides, run_id
+    from erc_core.train import train
+
+    grid = load_grid(write_grid(tmp_path, [dict(name="erc", config="configs/tiny_arith_erc.yaml")], seeds=1))
+    v = grid.variants[0]
+    rdir = tmp_path / "out/runs" / run_id(v, 0)
+    train(v.config, rdir, overrides=_overrides(grid, v, 0, None), stop_at=1)
+    logs = []
+    table = run_grid(grid, tmp_path / "out", workers=1, log=logs.append)
+    assert "1 runs, 1 to run" in logs[0] and sorted(table["step"]) == [0, 1, 2]
+    fresh = run_grid(grid, tmp_path / "fresh", workers=1, log=logs.append)
+    drop = ["time_generate", "time_old", "time_update", "time_eval", "time_step", "time_total", "tokens_per_s",
+            "time_warmstart"]
+    pd.testing.assert_frame_equal(table.drop(columns=drop, errors="ignore"), fresh.drop(columns=drop, errors="ignore"))
