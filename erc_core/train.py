@@ -49,7 +49,7 @@ from .losses import (AGG_MODES, KL_KINDS, POLICY_LOSSES, agg_loss, entropy_ratio
 from .models import char_tokenizer, encode_prompts, forward_logits, load_pretrained, tiny_model, warm_start
 from .tasks import TASKS, format_prompt, make_task
 
-__all__ = ["Config", "ConfigError", "load_config", "train", "main", "TIMING_KEYS"]
+__all__ = ["Config", "ConfigError", "load_config", "train", "main", "TIMING_KEYS", "STEP_METRICS"]
 
 TIMING_KEYS = ("time_generate", "time_old", "time_update", "time_eval", "time_step", "time_total", "tokens_per_s",
                "time_warmstart")

@@ -1,0 +1,148 @@
+"""Statistics of the claims chapter (erc_core.stats, erc_core.claims): reference values, coverage, bounds, and the
+verdict table on the shipped data (no kernel, a few seconds)."""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats as sps
+
+from erc_core import claims, plots_study, stats, study
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "data/claims-2026-11-28"
+
+
+# ------------------------------------------------------------------ Holm
+def test_holm_hand_computed():
+    """m = 4: sorted 0.005, 0.01, 0.03, 0.04 -> x4, x3, x2, x1 = 0.02, 0.03, 0.06, 0.04 -> running max 0.02, 0.03,
+    0.06, 0.06 (the same as statsmodels' multipletests(method="holm"))."""
+    adj, rej = stats.holm([0.01, 0.04, 0.03, 0.005])
+    np.testing.assert_allclose(adj, [0.03, 0.06, 0.06, 0.02])
+    assert rej.tolist() == [True, False, False, True]
+    adj, rej = stats.holm([0.01, 0.04, 0.03, 0.005], alpha=0.065)
+    assert rej.tolist() == [True, True, True, True]
+
+
+def test_holm_caps_at_one_skips_nan_and_checks_input():
+    adj, rej = stats.holm([0.5, math.nan, 0.6])
+    assert adj[0] == 1.0 and adj[2] == 1.0 and math.isnan(adj[1]) and not rej.any()  # m = 2, not 3
+    adj, _ = stats.holm([0.02, math.nan])
+    assert adj[0] == pytest.approx(0.02)  # a family of one is not corrected
+    with pytest.raises(ValueError, match="p-values"):
+        stats.holm([1.2])
+    with pytest.raises(ValueError, match="alpha"):
+        stats.holm([0.1], alpha=0.0)
+
+
+def test_holm_is_at_least_as_strict_as_unadjusted_and_at_most_bonferroni():
+    p = np.random.default_rng(0).uniform(0, 0.2, size=12)
+    adj, _ = stats.holm(p)
+    assert (adj >= p).all() and (adj <= np.minimum(1, p * len(p)) + 1e-15).all()
+
+
+# ------------------------------------------------------------------ tests, verdicts
+def test_paired_test_p_value_is_scipys_paired_t_test():
+    runs = pd.DataFrame(dict(variant=["a"] * 4 + ["b"] * 4, seed=[0, 1, 2, 3] * 2,
+                             value=[0.40, 0.50, 0.45, 0.55, 0.47, 0.52, 0.50, 0.66]))
+    t = stats.paired_test(runs, "a", "b")
+    ref = sps.ttest_rel([0.47, 0.52, 0.50, 0.66], [0.40, 0.50, 0.45, 0.55])
+    assert t["n"] == 4 and t["mean"] == pytest.approx(0.0625)
+    assert t["p"] == pytest.approx(ref.pvalue, rel=1e-9)
+    one = stats.one_sample_test([0.3, 0.35, 0.4], 0.5)
+    assert one["p"] == pytest.approx(sps.ttest_1samp([0.3, 0.35, 0.4], 0.5).pvalue, rel=1e-9)
+    assert one["mean"] == pytest.approx(-0.15)
+
+
+def test_verdict_words():
+    assert stats.verdict(0.2, 0.1, 0.3) == "resolved: +"
+    assert stats.verdict(-0.2, -0.3, -0.1) == "resolved: -"
+    assert stats.verdict(0.1, -0.1, 0.3) == "not resolved"          # never "no change"
+    assert stats.verdict(0.2, 0.1, 0.3, p_adjusted=0.2) == "not resolved"   # Holm takes it back
+    assert stats.verdict(0.2, 0.1, 0.3, p_adjusted=0.01) == "resolved: +"
+    assert stats.verdict(math.nan, math.nan, math.nan) == "not resolved"
+    assert set(stats.VERDICTS) == {"resolved: +", "resolved: -", "not resolved"}
+
+
+def test_family_adds_holm_and_size():
+    fam = stats.family([dict(name="x", mean=1.0, low=0.5, high=1.5, p=0.01),
+                        dict(name="y", mean=-1.0, low=-1.5, high=-0.5, p=0.02),
+                        dict(name="z", mean=0.1, low=-0.5, high=0.7, p=0.6)])
+    np.testing.assert_allclose(fam["p_holm"], [0.03, 0.04, 0.6])
+    assert fam["verdict"].tolist() == ["resolved: +", "resolved: -", "not resolved"]
+    assert (fam["family_size"] == 3).all()
+    with pytest.raises(ValueError, match="keys"):
+        stats.family([dict(name="x", mean=1.0)])
+
+
+# ------------------------------------------------------------------ intervals that respect bounds
+def test_bootstrap_is_reproducible_and_covers_a_known_mean():
+    """Percentile bootstrap of the mean, n = 30 draws of Exponential(1) (true mean 1), 200 data sets with fixed
+    seeds: about 95% of the intervals cover 1 (a percentile bootstrap runs a little under its level at n = 30)."""
+    x = np.random.default_rng(1).exponential(size=30)
+    assert stats.bootstrap_ci(x, seed=3) == stats.bootstrap_ci(x, seed=3)
+    rng = np.random.default_rng(7)
+    hits = [lo <= 1.0 <= hi for lo, hi in (stats.bootstrap_ci(rng.exponential(size=30), n_boot=2000, seed=k)[1:]
+                                           for k in range(200))]
+    assert 0.85 <= np.mean(hits) <= 0.99
+
+
+def test_bounded_intervals_stay_inside_the_bounds():
+    shares = [0.001, 0.002, 0.0015]          # a t-interval on these goes below 0 ...
+    m, lo, hi = study.ci95([0.001, 0.002, 0.03])
+    assert lo < 0
+    c, lo, hi = stats.transformed_ci([0.001, 0.002, 0.03], 0.0, 1.0)  # ... the logit one does not
+    assert 0 < lo < c < hi < 1
+    c, lo, hi = stats.transformed_ci(shares, 0.0, math.inf)
+    assert c == pytest.approx(float(np.exp(np.mean(np.log(shares)))))  # geometric mean
+    assert 0 < lo < c < hi
+    _, lo, hi = stats.transformed_ci([0.0, 0.1, 0.2], 0.0, 1.0)       # a value on the bound: bootstrap
+    assert 0.0 <= lo <= hi <= 0.2
+    _, lo, hi = stats.bootstrap_ci([0.0, 1.0, 1.0, 0.0, 1.0])
+    assert 0.0 <= lo <= hi <= 1.0
+    with pytest.raises(ValueError, match="lie in"):
+        stats.transformed_ci([1.5], 0.0, 1.0)
+    with pytest.raises(ValueError, match="low < high"):
+        stats.transformed_ci([0.5], 1.0, 0.0)
+
+
+# ------------------------------------------------------------------ the shipped data
+@pytest.fixture(scope="module")
+def shipped():
+    return claims.load_claims_data(DATA)
+
+
+def test_claim_tests_on_the_shipped_data(shipped):
+    t = claims.claim_tests(shipped)
+    assert (t["family_size"] == len(t)).all() and len(t) >= 20
+    assert set(t["source"]) <= set(claims.SOURCES) and set(t["verdict"]) <= set(stats.VERDICTS)
+    row = t[t.name == "arith: accuracy gppo_erc - gppo"].iloc[0]
+    # the chapter's numbers (issue 5's note): +0.163 [+0.069, +0.257], resolved unadjusted, not after Holm
+    assert (row.n, round(row["mean"], 3), round(row.low, 3), round(row.high, 3)) == (3, 0.163, 0.069, 0.257)
+    assert row.p < 0.05 and row.p_holm > 0.05 and row.verdict == "not resolved"
+    second = t[t.name == "tokens (2nd draw): accuracy dapo_erc - dapo"].iloc[0]
+    assert round(second["mean"], 3) == -0.063 and second.verdict == "not resolved"
+    assert (t.loc[t.claim == "1", "verdict"] == "resolved: +").all()
+
+
+def test_claims_table_on_the_shipped_data(shipped):
+    table = claims.claims_table(shipped)
+    assert list(table.columns) == ["claim", "source", "measured", "verdict"]
+    src = dict(zip(table["claim"].str.split(".").str[0], table["source"]))
+    assert src == {"1": "paper abstract/text", "1b": "secondary summary", "2": "paper abstract/text",
+                   "3": "secondary summary", "4": "paper abstract/text", "5": "mechanism", "6": "none"}
+    assert table.set_index("source").loc["mechanism", "verdict"] == "holds exactly"
+    assert not table["verdict"].str.contains("no change").any()
+    assert "family of" in table.iloc[0]["measured"]
+
+
+def test_forest_plot_draws_every_test(shipped):
+    t = claims.claim_tests(shipped)
+    fig = plots_study.fig_forest(t)
+    axes = fig.get_axes()
+    assert len(axes) == t["claim"].nunique()
+    assert sum(len(ax.get_yticks()) for ax in axes) == len(t)
+    with pytest.raises(ValueError, match="missing columns"):
+        plots_study.fig_forest(t.drop(columns="verdict"))
