@@ -21,7 +21,7 @@ import pandas as pd
 from . import study
 from .stats import family, one_sample_test, paired_test, transformed_ci
 
-__all__ = ["SOURCES", "load_claims_data", "claim_tests", "claims_table"]
+__all__ = ["SOURCES", "load_claims_data", "claim_tests", "claims_table", "collapse_flags", "health_flags"]
 
 SOURCES = ("paper abstract/text", "secondary summary", "mechanism", "none")
 GRIDS = ("arith", "onpolicy", "countdown", "tokens")
@@ -143,3 +143,59 @@ def claims_table(data: str | os.PathLike | dict, last_evals: int = 3) -> pd.Data
              measured=measured("6"), verdict=_overall(part("6").verdict.tolist())),
     ]
     return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------ pre-registered run-level definitions
+COLLAPSE = dict(acc_drop=0.10, last_evals=3, entropy_factor=3.0, window=20, reward_factor=0.5, reward_last=50)
+HEALTH = dict(acc_drop=0.05, from_step=100, clip_frac=0.5)
+
+
+def _rl(run: pd.DataFrame, metric: str) -> np.ndarray:
+    if metric not in run.columns:
+        raise ValueError(f"the run's table has no column {metric!r}")
+    r = run[run.step >= 1].sort_values("step")
+    return r[metric].to_numpy(float)
+
+
+def _evals(run: pd.DataFrame) -> pd.Series:
+    if "eval_acc" not in run.columns:
+        raise ValueError("the run's table has no column 'eval_acc'")
+    e = run.dropna(subset=["eval_acc"]).sort_values("step").set_index("step")["eval_acc"]
+    if 0 not in e.index or len(e) < 2:
+        raise ValueError("the run needs the warm-start evaluation (step 0) and at least one later one")
+    return e
+
+
+def collapse_flags(run: pd.DataFrame) -> dict[str, bool]:
+    """The off-policy stress test's collapse definition (fixed before the grid ran; see
+    ``grids/claims_v2_offpolicy.yaml``), for ONE run's per-step table (``step``, ``eval_acc``, ``entropy_mean``,
+    ``reward_mean``). A run collapsed if any of:
+
+    - ``accuracy``: the mean of its last 3 greedy evaluations is below its warm-start accuracy (step 0) - 0.10;
+    - ``entropy``: the 20-step rolling mean of ``entropy_mean`` exceeds 3x its mean over RL steps 1-20, at any step;
+    - ``reward``: the mean sampled reward of the last 50 RL steps is below half its mean over RL steps 1-20.
+
+    Returns the three flags and ``collapsed`` (their or)."""
+    c = COLLAPSE
+    e = _evals(run)
+    acc = bool(e.iloc[1:].tail(c["last_evals"]).mean() < e.loc[0] - c["acc_drop"])
+    ent = pd.Series(_rl(run, "entropy_mean")).dropna()
+    roll = ent.rolling(c["window"], min_periods=c["window"]).mean()
+    blow = bool(len(ent) >= c["window"] and (roll > c["entropy_factor"] * ent.iloc[:c["window"]].mean()).any())
+    rew = _rl(run, "reward_mean")
+    drop = bool(len(rew) >= c["window"]
+                and rew[-c["reward_last"]:].mean() < c["reward_factor"] * rew[:c["window"]].mean())
+    return dict(accuracy=acc, entropy=blow, reward=drop, collapsed=acc or blow or drop)
+
+
+def health_flags(run: pd.DataFrame) -> dict[str, bool]:
+    """The harness-health criteria for a baseline run (one run's per-step table with ``eval_acc`` and
+    ``grad_clip_frac``): ``accuracy_kept``: every greedy evaluation from step 100 on is >= warm-start accuracy - 0.05;
+    ``clip_rare``: the gradient clip binds in < 50% of the run's updates (mean of ``grad_clip_frac``);
+    ``healthy``: both."""
+    h = HEALTH
+    e = _evals(run)
+    later = e[e.index >= h["from_step"]]
+    kept = bool(len(later) and (later >= e.loc[0] - h["acc_drop"] - 1e-12).all())
+    rare = bool(np.nanmean(_rl(run, "grad_clip_frac")) < h["clip_frac"])
+    return dict(accuracy_kept=kept, clip_rare=rare, healthy=kept and rare)

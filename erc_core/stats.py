@@ -30,7 +30,7 @@ import scipy.stats as sps
 from .study import ci95, paired_diff
 
 __all__ = ["VERDICTS", "t_pvalue", "paired_test", "one_sample_test", "holm", "family", "verdict", "bootstrap_ci",
-           "transformed_ci"]
+           "transformed_ci", "binomial_ci"]
 
 VERDICTS = ("resolved: +", "resolved: -", "not resolved")
 ALPHA = 0.05
@@ -164,3 +164,16 @@ def transformed_ci(values, low: float = 0.0, high: float = math.inf) -> tuple[fl
     if math.isnan(lo):
         return back(m), math.nan, math.nan
     return back(m), back(lo), back(hi)
+
+
+def binomial_ci(k: int, n: int, level: float = 0.95) -> tuple[float, float, float]:
+    """A rate ``k / n`` with its exact (Clopper-Pearson) interval, which stays inside [0, 1]: ``(rate, low, high)``.
+    E.g. the share of runs that collapsed; ``n = 0`` gives NaNs."""
+    if not (isinstance(k, (int, np.integer)) and isinstance(n, (int, np.integer)) and 0 <= k <= n):
+        raise ValueError(f"need integers 0 <= k <= n, got k={k!r}, n={n!r}")
+    if n == 0:
+        return math.nan, math.nan, math.nan
+    a = (1 - level) / 2
+    low = 0.0 if k == 0 else float(sps.beta.ppf(a, k, n - k + 1))
+    high = 1.0 if k == n else float(sps.beta.ppf(1 - a, k + 1, n - k))
+    return k / n, low, high

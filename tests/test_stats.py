@@ -146,3 +146,57 @@ def test_forest_plot_draws_every_test(shipped):
     assert sum(len(ax.get_yticks()) for ax in axes) == len(t)
     with pytest.raises(ValueError, match="missing columns"):
         plots_study.fig_forest(t.drop(columns="verdict"))
+
+
+def test_binomial_ci_reference_values():
+    """Clopper-Pearson: 0 of 10 -> [0, 1 - 0.025^(1/10)] = [0, 0.3085]; 10 of 10 mirrors it; 3 of 10 ->
+    [0.0667, 0.6525] (the standard table values)."""
+    assert stats.binomial_ci(0, 10) == pytest.approx((0.0, 0.0, 1 - 0.025 ** 0.1))
+    assert stats.binomial_ci(10, 10) == pytest.approx((1.0, 0.025 ** 0.1, 1.0))
+    rate, lo, hi = stats.binomial_ci(3, 10)
+    assert rate == 0.3 and lo == pytest.approx(0.0667, abs=1e-4) and hi == pytest.approx(0.6525, abs=1e-4)
+    with pytest.raises(ValueError, match="0 <= k <= n"):
+        stats.binomial_ci(4, 3)
+
+
+def _run(evals: dict, entropy, reward, clip=None):
+    """A one-run per-step table: RL steps 1..len(entropy), evaluations at the given steps."""
+    n = len(entropy)
+    df = pd.DataFrame(dict(step=np.arange(n + 1), entropy_mean=[np.nan] + list(entropy),
+                           reward_mean=[np.nan] + list(reward),
+                           grad_clip_frac=[np.nan] + list(clip if clip is not None else [0.0] * n)))
+    df["eval_acc"] = df["step"].map(evals)
+    return df
+
+
+def test_collapse_flags_reference_cases():
+    flat = [1.0] * 200
+    ok = _run({0: 0.5, 100: 0.45, 150: 0.5, 200: 0.42}, flat, [0.5] * 200)
+    assert claims.collapse_flags(ok) == dict(accuracy=False, entropy=False, reward=False, collapsed=False)
+    acc = _run({0: 0.5, 100: 0.45, 150: 0.39, 200: 0.35}, flat, [0.5] * 200)   # last-3 mean 0.397 < 0.40
+    assert claims.collapse_flags(acc)["accuracy"] and claims.collapse_flags(acc)["collapsed"]
+    blow = [1.0] * 100 + [3.5] * 100                                            # rolling mean reaches 3.5 > 3 x 1.0
+    assert claims.collapse_flags(_run({0: 0.5, 200: 0.5}, blow, [0.5] * 200))["entropy"]
+    edge = [1.0] * 100 + [3.0] * 100                                            # exactly 3x is not > 3x
+    assert not claims.collapse_flags(_run({0: 0.5, 200: 0.5}, edge, [0.5] * 200))["entropy"]
+    rew = [0.6] * 20 + [0.4] * 130 + [0.29] * 50                                # 0.29 < 0.5 x 0.6
+    assert claims.collapse_flags(_run({0: 0.5, 200: 0.5}, flat, rew))["reward"]
+    with pytest.raises(ValueError, match="step 0"):
+        claims.collapse_flags(_run({200: 0.5}, flat, [0.5] * 200))
+
+
+def test_health_flags_reference_cases():
+    good = _run({0: 0.44, 50: 0.30, 100: 0.40, 200: 0.60}, [1.0] * 200, [0.5] * 200, [0.0] * 150 + [1.0] * 50)
+    assert claims.health_flags(good) == dict(accuracy_kept=True, clip_rare=True, healthy=True)  # step 50 not judged
+    bad = _run({0: 0.44, 100: 0.38, 200: 0.60}, [1.0] * 200, [0.5] * 200, [1.0] * 100 + [0.0] * 100)
+    assert claims.health_flags(bad) == dict(accuracy_kept=False, clip_rare=False, healthy=False)
+
+
+def test_shipped_dapo_runs_fail_the_health_criteria(shipped):
+    """The shipped harness (issue 14's finding): every DAPO run drops below its warm start after step 100 or
+    clips on almost every update; the shipped runs predate grad_clip_frac, so it is derived from grad_norm > 1."""
+    arith = shipped["arith"][0]
+    for seed, run in arith[arith.variant == "dapo"].groupby("seed"):
+        run = run.assign(grad_clip_frac=(run["grad_norm"] + 1e-6 > 1.0).astype(float))
+        flags = claims.health_flags(run)
+        assert not flags["clip_rare"] and not flags["healthy"], seed
