@@ -114,8 +114,13 @@ def shipped():
     return claims.load_claims_data(DATA)
 
 
-def test_claim_tests_on_the_shipped_data(shipped):
-    t = claims.claim_tests(shipped)
+@pytest.fixture(scope="module")
+def family_table(shipped):
+    return claims.claim_tests(shipped)
+
+
+def test_claim_tests_on_the_shipped_data(family_table):
+    t = family_table
     assert (t["family_size"] == len(t)).all() and len(t) >= 20
     assert set(t["source"]) <= set(claims.SOURCES) and set(t["verdict"]) <= set(stats.VERDICTS)
     row = t[t.name == "arith: accuracy gppo_erc - gppo"].iloc[0]
@@ -138,8 +143,8 @@ def test_claims_table_on_the_shipped_data(shipped):
     assert "family of" in table.iloc[0]["measured"]
 
 
-def test_forest_plot_draws_every_test(shipped):
-    t = claims.claim_tests(shipped)
+def test_forest_plot_draws_every_test(family_table):
+    t = family_table
     fig = plots_study.fig_forest(t)
     axes = fig.get_axes()
     assert len(axes) == t["claim"].nunique()
