@@ -147,7 +147,7 @@ def claims_table(data: str | os.PathLike | dict, last_evals: int = 3) -> pd.Data
 
 # ------------------------------------------------------------------ pre-registered run-level definitions
 COLLAPSE = dict(acc_drop=0.10, last_evals=3, entropy_factor=3.0, window=20, reward_factor=0.5, reward_last=50)
-HEALTH = dict(acc_drop=0.05, from_step=100, clip_frac=0.5)
+HEALTH = dict(acc_drop=0.05, from_step=100, clip_frac=0.5, window=3)
 
 
 def _rl(run: pd.DataFrame, metric: str) -> np.ndarray:
@@ -190,12 +190,17 @@ def collapse_flags(run: pd.DataFrame) -> dict[str, bool]:
 
 def health_flags(run: pd.DataFrame) -> dict[str, bool]:
     """The harness-health criteria for a baseline run (one run's per-step table with ``eval_acc`` and
-    ``grad_clip_frac``): ``accuracy_kept``: every greedy evaluation from step 100 on is >= warm-start accuracy - 0.05;
-    ``clip_rare``: the gradient clip binds in < 50% of the run's updates (mean of ``grad_clip_frac``);
-    ``healthy``: both."""
+    ``grad_clip_frac``): ``accuracy_kept``: the mean of every 3 consecutive greedy evaluations after the warm start
+    whose last one is at a step >= 100 is >= warm-start accuracy - 0.05; ``clip_rare``: the gradient clip binds in < 50% of the
+    run's updates (mean of ``grad_clip_frac``); ``healthy``: both.
+
+    Why 3 evaluations: one evaluation of 100 problems at accuracy ~0.5 has a standard deviation of ~0.05, the
+    size of the margin, so a single-evaluation rule would fail a run that did not change at all."""
     h = HEALTH
-    e = _evals(run)
-    later = e[e.index >= h["from_step"]]
-    kept = bool(len(later) and (later >= e.loc[0] - h["acc_drop"] - 1e-12).all())
+    e = _evals(run).iloc[1:]
+    roll = e.rolling(h["window"], min_periods=h["window"]).mean()
+    later = roll[(roll.index >= h["from_step"]) & roll.notna()]
+    warm = _evals(run).loc[0]
+    kept = bool(len(later) and (later >= warm - h["acc_drop"] - 1e-12).all())
     rare = bool(np.nanmean(_rl(run, "grad_clip_frac")) < h["clip_frac"])
     return dict(accuracy_kept=kept, clip_rare=rare, healthy=kept and rare)

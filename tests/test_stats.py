@@ -191,9 +191,11 @@ def test_collapse_flags_reference_cases():
 
 
 def test_health_flags_reference_cases():
-    good = _run({0: 0.44, 50: 0.30, 100: 0.40, 200: 0.60}, [1.0] * 200, [0.5] * 200, [0.0] * 150 + [1.0] * 50)
-    assert claims.health_flags(good) == dict(accuracy_kept=True, clip_rare=True, healthy=True)  # step 50 not judged
-    bad = _run({0: 0.44, 100: 0.38, 200: 0.60}, [1.0] * 200, [0.5] * 200, [1.0] * 100 + [0.0] * 100)
+    """Means of 3 consecutive evaluations ending at steps >= 100 against warm start - 0.05 = 0.39."""
+    evals = {0: 0.44, 50: 0.30, 100: 0.50, 150: 0.40, 200: 0.35, 250: 0.45}  # means at 150, 200, 250: 0.40 0.417 0.40
+    good = _run(evals, [1.0] * 250, [0.5] * 250, [0.0] * 150 + [1.0] * 100)
+    assert claims.health_flags(good) == dict(accuracy_kept=True, clip_rare=True, healthy=True)  # one 0.35 is noise
+    bad = _run({**evals, 250: 0.40}, [1.0] * 250, [0.5] * 250, [1.0] * 125 + [0.0] * 125)  # 0.383 at 250
     assert claims.health_flags(bad) == dict(accuracy_kept=False, clip_rare=False, healthy=False)
 
 
