@@ -12,9 +12,10 @@ The semantics follow the official ERC code (Kwai-Klear/ERC, ``verl/trainer/ppo/c
 
 Every base mode is a function ``(ratio, advantages, mask, clip_low, clip_high, clip_c, *, log_prob, log_ratio,
 **options) -> (loss_mat, stats)`` kept in :data:`POLICY_LOSSES` (a registry in the style of verl's
-``register_policy_loss``): "dapo", "gppo", and the other entropy controls "clip_cov" and "kl_cov" (Cui et al. 2025),
-which the ERC gate can also be put on top of. All modes clamp the log-ratio to [-20, 20] (verl's clip_cov / kl_cov do
-not; it only matters beyond that range).
+``register_policy_loss``): "dapo", "gppo", the other entropy controls "clip_cov" and "kl_cov" (Cui et al. 2025), and
+DPPO's per-token trust regions "dppo_tv" / "dppo_kl" (arXiv 2602.04879), which the ERC gate can also be put on top
+of. A mode may also take ``old_log_prob`` (keyword-only); policy_loss then passes it. All modes clamp the log-ratio
+to [-20, 20] (verl's clip_cov / kl_cov do not; it only matters beyond that range).
 """
 
 from __future__ import annotations
@@ -218,6 +219,59 @@ def kl_cov_loss(ratio: torch.Tensor, advantages: torch.Tensor, mask: torch.Tenso
                   "cov_klfrac": masked_mean(penalised.to(ratio.dtype), mask)}
 
 
+def _dppo_loss(ratio: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, clip_c: float,
+               log_prob: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """DPPO's per-token loss ``-A * sg(min(r, clip_c)) * log_prob * valid`` and its stats. (B, T) -> (B, T).
+
+    Its gradient on a trusted token is ``-A * min(r, clip_c)`` per unit of log-prob: the PPO policy gradient
+    ``-A r``, truncated at ``clip_c`` (truncated importance sampling instead of a dual clip); a token outside the
+    trust region (``valid`` False) has loss 0 and no gradient."""
+    valid = valid.detach().to(ratio.dtype)
+    truncated = torch.clamp(ratio, max=clip_c).detach()
+    loss = -advantages * truncated * log_prob * valid
+    return loss, {"ppo_clipfrac": masked_mean(1.0 - valid, mask),
+                  "ppo_clipfrac_lower": masked_mean((ratio > clip_c).to(ratio.dtype) * valid, mask)}
+
+
+@register_policy_loss("dppo_tv")
+def dppo_tv_loss(ratio: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, clip_low: float,
+                 clip_high: float, clip_c: float, *, log_prob: torch.Tensor, log_ratio: torch.Tensor,
+                 old_log_prob: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """DPPO-Binary-TV (Divergence PPO, "Rethinking the Trust Region in LLM RL", arXiv 2602.04879; verl's
+    ``dppo_tv``). ``clip_low`` / ``clip_high`` are TV thresholds on the sampled token's probability change
+    ``p - p_old`` (the DPPO recipe: 0.15 / 0.15), ``clip_c`` the truncation of the importance ratio (the recipe:
+    10000, i.e. off). A token is trusted when ``p - p_old <= clip_high`` for A > 0, ``p - p_old >= -clip_low``
+    otherwise; see :func:`_dppo_loss` for the loss. ppo_clipfrac = share of untrusted tokens, ppo_clipfrac_lower =
+    share of trusted tokens whose ratio was truncated. (B, T) -> (B, T).
+
+    How the two masks differ: DPPO's trust region looks at ONE probability, the sampled token's, and at the sign of
+    the advantage (only a move in the advantage's direction beyond the threshold is cut: for A > 0 a rise, for A < 0
+    a fall); ERC looks at the full-vocabulary entropy of the whole next-token distribution, relative to the old one,
+    and gates a token whichever the sign of its advantage and whichever way the entropy moved. A DPPO-masked token
+    also loses its loss value (0); an ERC-gated token keeps its value and loses only its gradient.
+    """
+    prob, old_prob = torch.exp(log_prob), torch.exp(old_log_prob)
+    valid = torch.where(advantages > 0, prob - old_prob <= clip_high, prob - old_prob >= -clip_low)
+    return _dppo_loss(ratio, advantages, mask, clip_c, log_prob, valid)
+
+
+@register_policy_loss("dppo_kl")
+def dppo_kl_loss(ratio: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, clip_low: float,
+                 clip_high: float, clip_c: float, *, log_prob: torch.Tensor, log_ratio: torch.Tensor,
+                 old_log_prob: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """DPPO-Binary-KL (arXiv 2602.04879; verl's ``dppo_kl``): as :func:`dppo_tv_loss`, with the binary KL
+    ``p_old log(p_old / p) + (1 - p_old) log((1 - p_old + 1e-8) / (1 - p + 1e-8))`` between the old and new
+    Bernoulli "sampled token or not" as the divergence, thresholds ``clip_low`` / ``clip_high`` (the recipe: 0.05).
+    Trusted: for A > 0 ``KL <= clip_high`` or ``p <= p_old``; otherwise ``KL <= clip_low`` or ``p >= p_old``.
+    (B, T) -> (B, T)."""
+    prob, old_prob = torch.exp(log_prob), torch.exp(old_log_prob)
+    binary_kl = old_prob * (old_log_prob - log_prob) + (1.0 - old_prob) * torch.log(
+        (1.0 - old_prob + 1e-8) / (1.0 - prob + 1e-8))
+    valid = torch.where(advantages > 0, (binary_kl <= clip_high) | (prob <= old_prob),
+                        (binary_kl <= clip_low) | (prob >= old_prob))
+    return _dppo_loss(ratio, advantages, mask, clip_c, log_prob, valid)
+
+
 # ----------------------------------------------------------------------------------------------- policy_loss
 def _check_tensor(name: str, x: torch.Tensor, shape: torch.Size) -> None:
     if not isinstance(x, torch.Tensor):
@@ -264,7 +318,7 @@ def _check_clip(clip_low: float, clip_high: float, clip_c: float) -> None:
 def _mode_options(fn: BaseLoss) -> set[str]:
     """The keyword-only options a base mode accepts beyond the common ``log_prob`` / ``log_ratio``."""
     params = inspect.signature(fn).parameters.values()
-    return {p.name for p in params if p.kind is p.KEYWORD_ONLY} - {"log_prob", "log_ratio"}
+    return {p.name for p in params if p.kind is p.KEYWORD_ONLY} - {"log_prob", "log_ratio", "old_log_prob"}
 
 
 def policy_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor,
@@ -282,9 +336,12 @@ def policy_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: 
         response_mask: (B, T) 1/True on response tokens, 0/False on prompt and padding.
         entropy: (B, T) current full-vocabulary entropies; needed when ``erc_bounds`` is set.
         old_entropy: (B, T) the old policy's entropies, fixed for all updates of a rollout step.
-        mode: base loss, a key of :data:`POLICY_LOSSES` ("dapo": clip-higher PPO; "gppo": gradient-preserving).
-        clip_low, clip_high: decoupled clip range [1 - clip_low, 1 + clip_high] (DAPO 0.2 / 0.28; GPPO 0.2 / 0.2).
-        clip_c: dual-clip bound for negative advantages (> 1; the recipe uses 10).
+        mode: base loss, a key of :data:`POLICY_LOSSES` ("dapo": clip-higher PPO; "gppo": gradient-preserving;
+            "dppo_tv" / "dppo_kl": DPPO's trust region on the sampled token's probability change).
+        clip_low, clip_high: decoupled clip range [1 - clip_low, 1 + clip_high] (DAPO 0.2 / 0.28; GPPO 0.2 / 0.2);
+            for the DPPO modes the divergence thresholds (TV 0.15, KL 0.05 in the DPPO recipe).
+        clip_c: dual-clip bound for negative advantages (> 1; the recipe uses 10); for the DPPO modes the
+            truncation of the importance ratio (the DPPO recipe: 10000).
         erc_bounds: (low, high) with 0 <= low < 1 < high; tokens whose entropy ratio leaves the open band lose
             their gradient. ``None`` gives the base loss.
         agg: one of :data:`AGG_MODES`; "token-mean" divides by all response tokens.
@@ -333,6 +390,8 @@ def policy_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: 
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise ValueError(f"mode_options {unknown} are not options of mode {mode!r} (allowed: {sorted(allowed)})")
+    if "old_log_prob" in inspect.signature(base).parameters:  # the DPPO modes compare probabilities
+        options["old_log_prob"] = old_log_prob
     loss_mat, base_stats = base(ratio, advantages, mask, clip_low, clip_high, clip_c, log_prob=log_prob,
                                 log_ratio=log_ratio, **options)
 

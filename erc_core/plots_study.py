@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from .study import ci95
 
-__all__ = ["PALETTE", "seed_band", "fig_study_curves", "fig_study_bars", "fig_token_entropy"]
+__all__ = ["PALETTE", "seed_band", "fig_study_curves", "fig_study_bars", "fig_token_entropy", "fig_forest"]
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
            "#17becf", "#393b79", "#637939")
@@ -105,4 +105,38 @@ def fig_token_entropy(tokens: pd.DataFrame, variants: list[str], bins: int = 20)
         ax.set(title=f"{v}  ({lo:g}, {hi:g})", xlabel="old entropy H_old (nats)")
         ax.legend(frameon=False, fontsize=7)
     axes[0].set_ylabel("density")
+    return fig
+
+
+VERDICT_COLORS = {"resolved: +": "#2ca02c", "resolved: -": "#d62728", "not resolved": "#7f7f7f"}
+
+
+def fig_forest(tests: pd.DataFrame, group: str = "claim") -> Figure:
+    """Paired-difference forest plot: one row per test of a :func:`erc_core.stats.family` table (``name, mean, low,
+    high, verdict``; e.g. :func:`erc_core.claims.claim_tests`), its mean difference (dot) and 95% interval (bar),
+    coloured by its Holm verdict, a line at 0; one panel per value of ``group`` (the tests of a panel share a
+    unit). Unlike overlapping per-variant intervals, each bar IS the comparison the verdict rests on."""
+    need = {"name", "mean", "low", "high", "verdict", group} - set(tests.columns)
+    if tests.empty or need:
+        raise ValueError(f"tests must be a non-empty family table; missing columns: {sorted(need)}")
+    groups = list(dict.fromkeys(tests[group]))
+    heights = [max(1, int((tests[group] == g).sum())) for g in groups]
+    fig = Figure(figsize=(7.5, 0.3 * sum(heights) + 0.55 * len(groups) + 0.6), dpi=120, layout="constrained")
+    axes = np.atleast_1d(fig.subplots(len(groups), 1, gridspec_kw=dict(height_ratios=heights)))
+    for ax, g in zip(axes, groups):
+        t = tests[tests[group] == g]
+        y = np.arange(len(t))[::-1]
+        for yi, r in zip(y, t.itertuples()):
+            c = VERDICT_COLORS.get(r.verdict, "#1f77b4")
+            lo, hi = (r.low, r.high) if np.isfinite([r.low, r.high]).all() else (r.mean, r.mean)
+            ax.plot([lo, hi], [yi, yi], color=c, lw=1.5)
+            ax.plot([r.mean], [yi], "o", color=c, ms=4)
+        ax.axvline(0.0, color="#333333", lw=0.8, ls="--")
+        ax.set_yticks(y, t["name"].tolist(), fontsize=7)
+        ax.set_ylim(-0.7, len(t) - 0.3)
+        ax.set_title(f"{group} {g}", fontsize=8, loc="left")
+        ax.grid(axis="x", alpha=0.3)
+    size = tests["family_size"].iloc[0] if "family_size" in tests.columns else len(tests)
+    fig.suptitle(f"paired differences, 95% intervals; colour = Holm verdict over a family of {size} "
+                 "(green +, red -, grey not resolved)", fontsize=8)
     return fig

@@ -59,7 +59,7 @@ from .models import char_tokenizer, encode_prompts, forward_logits, load_pretrai
 from .tasks import TASKS, format_prompt, make_task
 
 __all__ = ["Config", "ConfigError", "CheckpointError", "RunLockedError", "load_config", "train", "main",
-           "read_jsonl", "TIMING_KEYS"]
+           "read_jsonl", "TIMING_KEYS", "STEP_METRICS"]
 
 TIMING_KEYS = ("time_generate", "time_old", "time_update", "time_eval", "time_step", "time_total", "tokens_per_s",
                "time_warmstart")
@@ -128,10 +128,10 @@ class Config:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     # loss
-    loss_mode: str = "dapo"              # dapo | gppo | clip_cov | kl_cov (erc_core.losses.POLICY_LOSSES)
-    clip_low: float = 0.2
+    loss_mode: str = "dapo"              # dapo | gppo | clip_cov | kl_cov | dppo_tv | dppo_kl (losses.POLICY_LOSSES)
+    clip_low: float = 0.2                # dppo_*: the divergence thresholds (TV 0.15, KL 0.05)
     clip_high: float = 0.28
-    clip_c: float = 10.0                 # dual clip for A < 0
+    clip_c: float = 10.0                 # dual clip for A < 0; dppo_*: truncation of the ratio (recipe: 10000)
     agg: str = "token-mean"
     erc: bool = False                    # Entropy Ratio Clipping gate
     erc_low: float = 0.95
@@ -504,6 +504,20 @@ def micro_loss(cfg: Config, model, ro: Rollout, idx: torch.Tensor) -> tuple[torc
     return loss, stats, ent.detach()
 
 
+LOSS_VALUED_KEYS = ("loss", "pg_loss", "kl_ref")  # micro_loss stats that are loss values (weighted as the loss);
+# every other micro_loss stat is a mean over the micro-batch's response tokens
+
+
+def clip_gradients(model, max_norm: float) -> dict[str, float]:
+    """Clip the gradients' total 2-norm to ``max_norm`` (``clip_grad_norm_``). Returns ``grad_norm`` (before the
+    clip), ``grad_norm_clipped`` (after it: what the optimizer receives) and ``grad_clip_frac`` (1.0 when the clip
+    scaled the gradients, i.e. ``grad_norm + 1e-6 > max_norm`` as in torch, else 0.0)."""
+    pre = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
+    grads = [p.grad.detach().float() for p in model.parameters() if p.grad is not None]
+    post = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))) if grads else 0.0
+    return {"grad_norm": pre, "grad_norm_clipped": post, "grad_clip_frac": float(pre + 1e-6 > max_norm)}
+
+
 def update(cfg: Config, model, opt, ro: Rollout, parts) -> tuple[dict, torch.Tensor]:
     """``ppo_epochs`` passes of one AdamW step per mini-batch. Returns stats averaged over updates (plus the last
     update's erc_clipfrac) and the entropies (B, R) each response had in its last forward."""
@@ -520,9 +534,11 @@ def update(cfg: Config, model, opt, ro: Rollout, parts) -> tuple[dict, torch.Ten
                 loss, stats, ent = micro_loss(cfg, model, ro, idx)
                 (loss * w).backward()
                 last_ent[idx] = ent
+                # per-token stats are means over the mini-batch's response tokens whatever agg weights the loss
+                w_tok = int(ro.response_mask[idx].sum()) / max(n_tok, 1)
                 for k, v in stats.items():
-                    merged[k] = merged.get(k, 0.0) + w * v
-            merged["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+                    merged[k] = merged.get(k, 0.0) + (w if k in LOSS_VALUED_KEYS else w_tok) * v
+            merged.update(clip_gradients(model, cfg.grad_clip))
             opt.step()
             history.append(merged)
     out = {k: float(np.mean([h[k] for h in history])) for k in history[0]} if history else {}
@@ -533,6 +549,42 @@ def update(cfg: Config, model, opt, ro: Rollout, parts) -> tuple[dict, torch.Ten
 
 
 # ============================================================================================ eval, logging
+STEP_METRICS = {
+    "reward_mean": "task reward, mean over all B sampled responses (kept by dynamic sampling or not)",
+    "score_mean": "reward + overlong shaping, mean over all B sampled responses",
+    "kept_frac": "share of the B sampled responses kept by dynamic sampling (1.0 without it)",
+    "entropy_mean": "old-pass full-vocabulary entropy, mean over the response tokens of the KEPT responses (the "
+                    "tokens the updates train on; absent when dynamic sampling dropped every group)",
+    "response_len": "response tokens (up to and including <eos>), mean over all B sampled responses",
+    "truncated_frac": "share of all B sampled responses without <eos> within max_new_tokens",
+    "grad_norm": "total gradient 2-norm BEFORE the clip, mean over the step's updates",
+    "grad_norm_clipped": "total gradient 2-norm AFTER the clip (what AdamW receives), mean over the step's updates",
+    "grad_clip_frac": "share of the step's updates in which the gradient clip scaled the gradients",
+    "per-token loss stats": "ppo_clipfrac, ppo_clipfrac_lower, ppo_kl, erc_clipfrac(_low/_high), entropy_ratio_mean, "
+                            "ratio_outside_frac, cov_clipfrac, cov_klfrac (dppo_*: ppo_clipfrac = share outside the "
+                            "trust region): per update the mean over that mini-batch's response tokens, then the mean "
+                            "over the step's updates",
+    "erc_clipfrac_last": "erc_clipfrac of the step's last update only",
+    "loss, pg_loss, kl_ref": "loss values of the step's updates (aggregated with agg), mean over updates",
+}
+"""Every metric of a step record and the set it averages over (``metrics.jsonl``, step >= 1)."""
+
+
+def rollout_metrics(ro: Rollout) -> dict[str, float]:
+    """The step record's rollout metrics, each a mean over exactly the set :data:`STEP_METRICS` names for it.
+
+    ``entropy_mean`` covers the response tokens of kept responses only: the old pass scores only those (the dropped
+    responses' ``old_entropy`` rows stay 0), so a mean over all responses would mix in zeros."""
+    m = ro.response_mask
+    kept_tokens = (m & ro.keep[:, None]).to(ro.extra["old_entropy"].device)
+    out = dict(reward_mean=float(ro.rewards.mean()), score_mean=float(ro.scores.mean()),
+               kept_frac=float(ro.keep.float().mean()))
+    if bool(kept_tokens.any()):
+        out["entropy_mean"] = float(ro.extra["old_entropy"][kept_tokens].mean())
+    out.update(response_len=float(m.sum(-1).float().mean()), truncated_frac=float(ro.truncated.float().mean()))
+    return out
+
+
 @torch.no_grad()
 def evaluate(cfg: Config, model, tok, task, style: str, batch: int = 256) -> float:
     """Greedy accuracy on the held-out eval split."""
@@ -825,11 +877,8 @@ def _train(cfg: Config, out_dir: str | os.PathLike, resume: bool, stop_at: int |
         t3 = time.perf_counter()
 
         m = ro.response_mask
-        rec = dict(step=step, reward_mean=float(ro.rewards.mean()), score_mean=float(ro.scores.mean()),
-                   kept_frac=float(ro.keep.float().mean()),
-                   entropy_mean=float(ro.extra["old_entropy"][m.to(cfg.device)].mean()),
-                   response_len=float(m.sum(-1).float().mean()), truncated_frac=float(ro.truncated.float().mean()),
-                   lr=opt.param_groups[0]["lr"], updates_per_step=cfg.updates_per_step, **stats)
+        rec = dict(step=step, **rollout_metrics(ro), lr=opt.param_groups[0]["lr"],
+                   updates_per_step=cfg.updates_per_step, **stats)
         rec.update(time_generate=t1 - t0, time_old=t2 - t1, time_update=t3 - t2, time_step=t3 - t0,
                    tokens_per_s=float(m.sum()) / (t3 - t0))
         if step % cfg.eval_every == 0 or step == cfg.steps:
@@ -844,7 +893,7 @@ def _train(cfg: Config, out_dir: str | os.PathLike, resume: bool, stop_at: int |
             _append_jsonl(tokens_path, [], sync=True)
         _append_jsonl(metrics_path, [rec], sync=save)
         bar.set_postfix(reward=f"{rec['reward_mean']:.2f}", erc=f"{rec.get('erc_clipfrac', 0):.3f}",
-                        ent=f"{rec['entropy_mean']:.2f}")
+                        ent=f"{rec.get('entropy_mean', math.nan):.2f}")
         if save:
             save_checkpoint(ckpt_path, step, model, ref_model, opt, sched, rec["time_total"])
     return read_jsonl(metrics_path)

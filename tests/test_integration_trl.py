@@ -79,3 +79,38 @@ def test_trainer_needs_erc_config(tmp_path):
     with pytest.raises(TypeError, match="ERCGRPOConfig"):
         ERCGRPOTrainer(model=tiny_model(TOK, hidden=32, layers=1, heads=2), reward_funcs=count_a, args=args,
                        train_dataset=DATA, processing_class=TOK)
+
+
+def test_trl_version_is_checked_against_the_pinned_range():
+    import re
+    from pathlib import Path
+
+    from erc_core.integrations import trl as erc_trl
+
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    pinned = re.search(r'^trl = \["trl([^"]+)"', pyproject, re.M).group(1)
+    assert erc_trl.TRL_VERSIONS == pinned
+    erc_trl.check_trl_version("1.16.2")
+    for bad in ("1.15.0", "1.17.0", "2.0.0"):
+        with pytest.raises(ImportError, match=rf"trl>=1\.16,<1\.17.*trl {re.escape(bad)} is installed"):
+            erc_trl.check_trl_version(bad)
+
+
+def test_missing_old_entropies_raise_instead_of_plain_grpo(tmp_path):
+    """If the old pass runs (num_iterations=2) but its entropies are not captured, training stops with a clear
+    error rather than quietly dropping the gate."""
+    model = tiny_model(TOK, hidden=32, layers=1, heads=2, seed=0)
+    args = ERCGRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=8, num_generations=4,
+                         max_completion_length=6, num_iterations=2, max_steps=1, learning_rate=3e-2,
+                         loss_type="dapo", report_to="none", use_cpu=True, seed=0, save_strategy="no",
+                         disable_tqdm=True)
+    trainer = ERCGRPOTrainer(model=model, reward_funcs=count_a, args=args, train_dataset=DATA, processing_class=TOK)
+    # a scoring path that never hands the old entropies to the plug-in (as a TRL version with other hooks would)
+    trainer._get_per_token_logps_and_entropies = (
+        lambda *a, **k: GRPOTrainer._get_per_token_logps_and_entropies(trainer, *a, **k))
+    with pytest.raises(RuntimeError, match="no old entropies were captured"):
+        trainer.train()
+    logps = torch.zeros(2, 3)
+    inputs = {"completion_mask": torch.ones(2, 3), "old_per_token_logps": torch.zeros(2, 3)}
+    with pytest.raises(RuntimeError, match="old_per_token_entropies"):
+        trainer._erc_gate(logps, torch.ones(2, 3), inputs)

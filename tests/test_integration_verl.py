@@ -1,6 +1,7 @@
 """erc_dapo / erc_gppo in verl's policy-loss registry (erc_core.integrations.verl), called the way verl's actor
 calls a policy loss (verl 0.9.1, ``verl.workers.utils.losses.ppo_loss`` with the ERC patch)."""
 
+import importlib.util
 import math
 import shutil
 import subprocess
@@ -65,20 +66,97 @@ def test_registered_under_verl_names():
     assert get_policy_loss_fn("erc_dapo") is erc_verl.compute_policy_loss_erc_dapo
 
 
-@pytest.mark.parametrize("mode, clip_high", [("dapo", 0.28), ("gppo", 0.2)])
-def test_same_loss_and_gradients_as_erc_core(mode, clip_high):
-    old_logp, logp, ent, old_ent, adv, mask = batch()
-    config = actor_config(clip_ratio_high=clip_high, erc_low=0.9, erc_high=1.1)
-    loss, metrics = call_like_verl(f"erc_{mode}", config, old_logp, logp, ent, old_ent, adv, mask)
-    (grad,) = torch.autograd.grad(loss, logp)
-    ref, stats = policy_loss(logp, old_logp, adv, mask, entropy=ent, old_entropy=old_ent, mode=mode, clip_low=0.2,
-                             clip_high=clip_high, clip_c=10.0, erc_bounds=(0.9, 1.1), agg="token-mean")
-    (ref_grad,) = torch.autograd.grad(ref, logp)
-    assert torch.equal(loss, ref) and torch.equal(grad, ref_grad)
-    assert 0.0 < metrics["actor/erc_clipfrac"] < 1.0
-    assert metrics["actor/erc_clipfrac"] == stats["erc_clipfrac"]
-    assert metrics["actor/pg_clipfrac"] == stats["ppo_clipfrac"]
-    assert (grad[~mask] == 0).all()
+def metric_value(metric) -> float:
+    """The one value of a verl ``Metric`` (ppo_loss wraps each policy-loss metric in one)."""
+    (value,) = metric.values
+    return float(value)
+
+
+def patched_losses(tmp_path):
+    """verl 0.9.1's ``verl/workers/utils/losses.py`` with the ERC patch applied (in a copy), imported as a module."""
+    if shutil.which("patch") is None:
+        pytest.skip("the `patch` program is not installed")
+    if verl.__version__ != "0.9.1":
+        pytest.skip(f"the patch is made for verl 0.9.1, installed: {verl.__version__}")
+    site = Path(verl.__file__).resolve().parents[1]
+    for rel in ("verl/workers/utils/losses.py", "verl/workers/config/actor.py", "verl/trainer/ppo/ray_trainer.py"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(site / rel, tmp_path / rel)
+    out = subprocess.run(["patch", "-p1", "-i", str(ROOT / erc_verl.PATCH)], cwd=tmp_path, capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    spec = importlib.util.spec_from_file_location("patched_verl_losses", tmp_path / "verl/workers/utils/losses.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def tensordict_batch(seed=0, b=4, prompt=3, resp=5):
+    """A padded verl actor batch as the engine hands it to ppo_loss: prompts/responses/attention_mask, the
+    old pass's ``old_log_probs`` and ``old_entropys`` (kept by the patched trainer), advantages, and the model
+    output for the packed tokens (``log_probs`` / ``entropy`` of every non-padding token, (total_nnz,)).
+    Returns the batch, the model output and the response-aligned (B, R) tensors for the reference."""
+    from tensordict import TensorDict
+    from verl.utils import tensordict_utils as tu
+
+    g = torch.Generator().manual_seed(seed)
+    lens = torch.tensor([5, 2, 4, 1])[:b]
+    resp_mask = (torch.arange(resp)[None] < lens[:, None])
+    attn = torch.cat([torch.ones(b, prompt, dtype=torch.long), resp_mask.long()], 1)
+    nnz = int(attn.sum())
+    logp_flat = (-torch.rand(nnz, generator=g, dtype=torch.float64) * 3).requires_grad_()
+    ent_flat = torch.rand(nnz, generator=g, dtype=torch.float64) * 2 + 0.1
+    # response-aligned views (verl shifts by one: the response token t is predicted at position P + t - 1)
+    offsets = attn.sum(1).cumsum(0)
+    idx = torch.zeros(b, resp, dtype=torch.long)
+    for i in range(b):
+        start = int(offsets[i]) - int(lens[i]) - 1
+        idx[i, :int(lens[i])] = torch.arange(start, start + int(lens[i]))
+    logp = torch.where(resp_mask, logp_flat[idx], torch.zeros((), dtype=torch.float64))
+    ent = torch.where(resp_mask, ent_flat[idx], torch.zeros((), dtype=torch.float64)).detach()
+    old_logp = (logp.detach() + 0.3 * torch.randn(b, resp, generator=g, dtype=torch.float64)) * resp_mask
+    old_ent = (ent * (1 + 0.2 * torch.randn(b, resp, generator=g, dtype=torch.float64))).abs() * resp_mask
+    adv = torch.randn(b, 1, generator=g, dtype=torch.float64).expand(b, resp) * resp_mask
+    td = TensorDict(dict(prompts=torch.ones(b, prompt, dtype=torch.long), responses=torch.ones(b, resp, dtype=torch.long),
+                         attention_mask=attn, response_mask=resp_mask.long(), old_log_probs=old_logp,
+                         old_entropys=old_ent, advantages=adv), batch_size=[b])
+    tu.assign_non_tensor(td, dp_size=1, batch_num_tokens=int(resp_mask.sum()), global_batch_size=b)
+    model_output = {"log_probs": logp_flat, "entropy": ent_flat}
+    return td, model_output, dict(logp=logp, ent=ent, old_logp=old_logp, old_ent=old_ent, adv=adv, mask=resp_mask)
+
+
+@pytest.mark.parametrize("loss_mode, clip_high", [("erc_dapo", 0.28), ("erc_gppo", 0.2)])
+def test_patched_ppo_loss_on_a_tensordict_batch(tmp_path, loss_mode, clip_high):
+    """verl's own ppo_loss, patched, on a real TensorDict batch: it must pick the kept old entropies out of the
+    batch and the current ones out of the model output, align both with the responses, and hand them to the ERC
+    loss; the result equals erc_core's policy_loss on tensors aligned by hand, the gate acts (some tokens gated),
+    and without old entropies in the batch the loss points to the patch."""
+    from verl.workers.config import PolicyLossConfig
+
+    losses = patched_losses(tmp_path)
+    td, model_output, ref = tensordict_batch()
+    config = actor_config(clip_ratio_high=clip_high, erc_low=0.9, erc_high=1.1, calculate_entropy=True,
+                          entropy_coeff=0.0, policy_loss=PolicyLossConfig(loss_mode=loss_mode))
+    loss, metrics = losses.ppo_loss(config, model_output, td)
+    (grad,) = torch.autograd.grad(loss, model_output["log_probs"])
+    expected, stats = policy_loss(ref["logp"], ref["old_logp"], ref["adv"], ref["mask"], entropy=ref["ent"],
+                                  old_entropy=ref["old_ent"], mode=loss_mode[4:], clip_low=0.2, clip_high=clip_high,
+                                  clip_c=10.0, erc_bounds=(0.9, 1.1), agg="token-mean")
+    (expected_grad,) = torch.autograd.grad(expected, model_output["log_probs"])
+    torch.testing.assert_close(loss, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-12, atol=1e-12)
+    gated = metric_value(metrics["actor/erc_clipfrac"])
+    assert gated == pytest.approx(stats["erc_clipfrac"]) and 0.0 < gated < 1.0
+
+    td_same, out_same, ref_same = tensordict_batch()
+    td_same["old_entropys"] = ref_same["ent"].clone()        # H_old = H: nothing may be gated
+    _, m_same = losses.ppo_loss(config, out_same, td_same)
+    assert metric_value(m_same["actor/erc_clipfrac"]) == 0.0
+
+    td_old, out_old, _ = tensordict_batch()
+    del td_old["old_entropys"]                                # an unpatched trainer drops them
+    with pytest.raises(ValueError, match="erc-old-entropy.patch"):
+        losses.ppo_loss(config, out_old, td_old)
 
 
 @pytest.mark.parametrize("agg", AGG_MODES)

@@ -9,8 +9,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from erc_core.losses import (AGG_MODES, agg_loss, entropy_ratio, entropy_ratio_penalty, erc_mask, kl_penalty,
-                             policy_loss)
+from erc_core.losses import (AGG_MODES, POLICY_LOSSES, agg_loss, entropy_ratio, entropy_ratio_penalty, erc_mask,
+                             kl_penalty, policy_loss)
+
+MODES = sorted(POLICY_LOSSES)
 
 D = torch.float64
 
@@ -55,6 +57,97 @@ def test_gppo_reference_values(ratio, adv, value, grad):
     v, g, _ = one_token(ratio, adv, mode="gppo", clip_low=0.2, clip_high=0.2, clip_c=10.0)
     assert v == pytest.approx(value, abs=1e-12)
     assert g == pytest.approx(grad, abs=1e-12)
+
+
+# ------------------------------------------------------------------ hand-worked values: DPPO (arXiv 2602.04879)
+def one_prob(p_old: float, p: float, adv: float, mode: str, delta: float, clip_c: float = 20.0):
+    """Loss, d loss / d log_prob and stats for one token whose sampled-token probability moves p_old -> p."""
+    old = torch.full((1, 1), math.log(p_old), dtype=D)
+    lp = torch.full((1, 1), math.log(p), dtype=D, requires_grad=True)
+    loss, stats = policy_loss(lp, old, torch.full((1, 1), adv, dtype=D), torch.ones(1, 1, dtype=D), mode=mode,
+                              clip_low=delta, clip_high=delta, clip_c=clip_c, erc_bounds=None)
+    loss.backward()
+    return loss.item(), lp.grad.item(), stats
+
+
+def bkl(p_old: float, p: float) -> float:
+    """Binary KL between Bernoulli(p_old) and Bernoulli(p), by hand."""
+    return p_old * math.log(p_old / p) + (1 - p_old) * math.log((1 - p_old) / (1 - p))
+
+
+@pytest.mark.parametrize("p_old, p, adv, trusted", [
+    (0.5, 0.6, 1.0, True),     # A > 0, rise 0.1 <= 0.15: trusted, gradient -A r = -1.2
+    (0.5, 0.7, 1.0, False),    # A > 0, rise 0.2 > 0.15: masked (value 0, no gradient)
+    (0.5, 0.3, 1.0, True),     # A > 0, a fall is never masked
+    (0.5, 0.3, -1.0, False),   # A < 0, fall 0.2 > 0.15: masked
+    (0.5, 0.7, -1.0, True),    # A < 0, a rise is never masked
+    (0.99, 0.8, -1.0, False),  # high-probability token: r = 0.81 is inside DAPO's [0.8, 1.28], DPPO masks it
+    (1e-4, 1e-3, 1.0, True),   # rare token: r = 10 (PPO clips it), |p - p_old| ~ 1e-3: trusted
+    (0.5, 0.5, 0.0, True),     # A = 0 takes the A <= 0 branch; loss and gradient 0
+])
+def test_dppo_tv_reference_values(p_old, p, adv, trusted):
+    v, g, s = one_prob(p_old, p, adv, "dppo_tv", 0.15)
+    r = p / p_old
+    assert v == pytest.approx(-adv * r * math.log(p) if trusted else 0.0, rel=1e-12, abs=1e-12)
+    assert g == pytest.approx(-adv * r if trusted else 0.0, rel=1e-12, abs=1e-12)
+    assert s["ppo_clipfrac"] == (0.0 if trusted else 1.0) and s["ppo_clipfrac_lower"] == 0.0
+
+
+@pytest.mark.parametrize("p_old, p, adv, trusted", [
+    (0.5, 0.6, 1.0, True),     # binary KL 0.0204 <= 0.05
+    (0.5, 0.7, 1.0, False),    # binary KL 0.0872 > 0.05 and p rose: masked
+    (0.5, 0.3, 1.0, True),     # KL 0.0872 but p fell: trusted for A > 0
+    (0.5, 0.3, -1.0, False),   # KL 0.0872 and p fell: masked for A < 0
+    (0.5, 0.7, -1.0, True),    # p rose: trusted for A < 0
+    (0.99, 0.8, -1.0, False),  # KL 0.1283: masked
+    (0.5, 0.55, -1.0, True),   # KL 0.0050 <= 0.05, p rose
+])
+def test_dppo_kl_reference_values(p_old, p, adv, trusted):
+    assert (bkl(p_old, p) <= 0.05 or (p <= p_old if adv > 0 else p >= p_old)) == trusted  # the table is right
+    v, g, s = one_prob(p_old, p, adv, "dppo_kl", 0.05)
+    r = p / p_old
+    assert v == pytest.approx(-adv * r * math.log(p) if trusted else 0.0, rel=1e-12, abs=1e-12)
+    assert g == pytest.approx(-adv * r if trusted else 0.0, rel=1e-12, abs=1e-12)
+    assert s["ppo_clipfrac"] == (0.0 if trusted else 1.0)
+
+
+@pytest.mark.parametrize("mode", ["dppo_tv", "dppo_kl"])
+def test_dppo_truncates_the_ratio_at_clip_c(mode):
+    """Truncated importance sampling instead of a dual clip: r = 100 on a trusted rare token; the gradient weight is
+    min(r, c) = 20 (value -A 20 log p), for either sign of A; counted in ppo_clipfrac_lower."""
+    for adv in (1.0, -1.0):
+        v, g, s = one_prob(1e-5, 1e-3, adv, mode, 0.15 if mode == "dppo_tv" else 0.05, clip_c=20.0)
+        assert v == pytest.approx(-adv * 20.0 * math.log(1e-3), rel=1e-12)
+        assert g == pytest.approx(-adv * 20.0, rel=1e-12)
+        assert s["ppo_clipfrac"] == 0.0 and s["ppo_clipfrac_lower"] == 1.0
+
+
+@pytest.mark.parametrize("mode", ["dppo_tv", "dppo_kl"])
+def test_dppo_matches_verl(mode):
+    """Same loss, gradients and clip fractions as verl's own dppo_tv / dppo_kl (verl 0.9.1), token-mean."""
+    core_algos = pytest.importorskip("verl.trainer.ppo.core_algos")
+    from verl.workers.config import ActorConfig
+
+    g = torch.Generator().manual_seed(3)
+    old = -torch.rand(5, 7, dtype=D, generator=g) * 2
+    lp = (old + 0.5 * torch.randn(5, 7, dtype=D, generator=g)).clamp(max=-1e-3).requires_grad_()
+    adv = torch.randn(5, 7, dtype=D, generator=g)
+    mask = torch.rand(5, 7, generator=g) < 0.8
+    delta = 0.15 if mode == "dppo_tv" else 0.05
+    cfg = ActorConfig(strategy="fsdp", rollout_n=4, ppo_mini_batch_size=4, ppo_micro_batch_size_per_gpu=2,
+                      clip_ratio_low=delta, clip_ratio_high=delta, clip_ratio_c=1.5)
+    ref, metrics = core_algos.get_policy_loss_fn(mode)(old_log_prob=old, log_prob=lp, advantages=adv,
+                                                       response_mask=mask, loss_agg_mode="token-mean", config=cfg)
+    (ref_grad,) = torch.autograd.grad(ref, lp)
+    loss, stats = policy_loss(lp, old, adv, mask, mode=mode, clip_low=delta, clip_high=delta, clip_c=1.5,
+                              erc_bounds=None)
+    (grad,) = torch.autograd.grad(loss, lp)
+    torch.testing.assert_close(loss, ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-12, atol=1e-12)
+    assert 0 < stats["ppo_clipfrac"] < 1 and 0 < stats["ppo_clipfrac_lower"] < 1  # every branch was exercised
+    assert stats["ppo_clipfrac"] == pytest.approx(metrics["actor/pg_clipfrac"])
+    assert stats["ppo_clipfrac_lower"] == pytest.approx(metrics["actor/pg_clipfrac_lower"])
+    assert stats["ppo_kl"] == pytest.approx(metrics["actor/ppo_kl"])
 
 
 def test_log_ratio_is_clamped_to_20():
@@ -137,7 +230,7 @@ def test_agg_reference_values(agg, expected):
 
 
 @pytest.mark.parametrize("agg", AGG_MODES)
-@pytest.mark.parametrize("mode", ["dapo", "gppo", "clip_cov", "kl_cov"])
+@pytest.mark.parametrize("mode", MODES)
 def test_all_zero_mask_gives_zero_loss_and_zero_grad(agg, mode):
     lp = torch.randn(3, 4, dtype=D, requires_grad=True)
     ent = torch.rand(3, 4, dtype=D)
@@ -180,6 +273,52 @@ def test_gradcheck_policy_loss(mode, agg):
                                     eps=1e-7, atol=1e-8)
 
 
+@pytest.mark.parametrize("mode", ["dppo_tv", "dppo_kl"])
+@pytest.mark.parametrize("agg", AGG_MODES)
+def test_gradcheck_dppo(mode, agg):
+    """DPPO's loss is a surrogate (-A sg(min(r, c)) log p) whose VALUE is not the objective; its gradient on a trusted
+    token with r < c must be the PPO policy gradient, the derivative of -A r. So the function checked below has the
+    value of the unclipped surrogate -A r (DAPO with an unbounded range) and DPPO's autograd gradient; only trusted
+    tokens with r < c are perturbed (masked tokens: value and gradient 0, and truncated ones are checked by hand
+    above), with and without the ERC gate on top."""
+    g = torch.Generator().manual_seed(4)
+    old = -torch.rand(3, 5, dtype=D, generator=g) * 3 - 0.1
+    lp = (old + 0.4 * torch.randn(3, 5, dtype=D, generator=g)).clamp(max=-0.05).requires_grad_()
+    adv = torch.randn(3, 5, dtype=D, generator=g)
+    mask = (torch.rand(3, 5, generator=g) > 0.2).to(D)
+    h_old = torch.rand(3, 5, dtype=D, generator=g) + 0.5
+    h = h_old * (1 + 0.1 * torch.randn(3, 5, dtype=D, generator=g))
+    delta, clip_c = (0.15 if mode == "dppo_tv" else 0.05), 1.3
+
+    def dppo(x, bounds):
+        return policy_loss(x, old, adv, mask, entropy=h, old_entropy=h_old, mode=mode, agg=agg, clip_low=delta,
+                           clip_high=delta, clip_c=clip_c, erc_bounds=bounds)
+
+    def surrogate(x, bounds):  # value -A r aggregated, gradient DPPO's
+        pg = policy_loss(x, old, adv, mask, entropy=h, old_entropy=h_old, mode="dapo", agg=agg, clip_low=1 - 1e-12,
+                         clip_high=1e12, clip_c=math.inf, erc_bounds=None)[0]
+        loss = dppo(x, bounds)[0]
+        return loss + (pg - loss).detach()
+
+    p, p_old = torch.exp(lp.detach()), torch.exp(old)
+    if mode == "dppo_tv":
+        trusted = torch.where(adv > 0, p - p_old <= delta, p - p_old >= -delta)
+    else:
+        kl = p_old * (old - lp.detach()) + (1 - p_old) * torch.log((1 - p_old) / (1 - p))
+        trusted = torch.where(adv > 0, (kl <= delta) | (p <= p_old), (kl <= delta) | (p >= p_old))
+    free = mask.bool() & trusted & (p / p_old < clip_c)
+    untrusted = mask.bool() & ~trusted
+    assert free.sum() >= 5 and untrusted.sum() >= 1 and (mask.bool() & (p / p_old > clip_c)).sum() >= 1
+    (grad,) = torch.autograd.grad(dppo(lp, None)[0], lp)
+    assert torch.count_nonzero(grad[untrusted]) == 0  # cut by design
+    base = lp.detach().clone()
+    assert torch.autograd.gradcheck(lambda y: surrogate(torch.where(free, y, base), None), (lp,), eps=1e-7, atol=1e-8)
+    keep = free & erc_mask(h, h_old, mask, (0.95, 1.05))
+    assert 0 < keep.sum() < free.sum()
+    assert torch.autograd.gradcheck(lambda y: surrogate(torch.where(keep, y, base), (0.95, 1.05)), (lp,), eps=1e-7,
+                                    atol=1e-8)
+
+
 def test_gradcheck_entropy_ratio_penalty():
     g = torch.Generator().manual_seed(1)
     h_old = torch.rand(2, 6, dtype=D, generator=g) + 0.5
@@ -200,7 +339,7 @@ def batches(draw):
     mask = (torch.rand(b, t, generator=g) > 0.3).to(D)
     h_old = torch.rand(b, t, dtype=D, generator=g) * 3
     h = h_old * torch.exp(0.1 * torch.randn(b, t, dtype=D, generator=g))
-    mode = draw(st.sampled_from(["dapo", "gppo", "clip_cov", "kl_cov"]))
+    mode = draw(st.sampled_from(MODES))
     agg = draw(st.sampled_from(AGG_MODES))
     low = draw(st.floats(0.0, 0.99))
     high = draw(st.floats(1.01, 3.0))

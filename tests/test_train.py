@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+import erc_core.train as tr
 from erc_core.train import (TIMING_KEYS, CheckpointError, Config, ConfigError, RunLockedError, load_config, main,
                             parse_set, read_jsonl, train)
 
@@ -42,7 +45,7 @@ def test_presets_load(path):
     (dict(erc_high=0.9), "erc_high", "erc_high > 1"),
     (dict(mini_batch_size=48), "mini_batch_size", "divisor of prompts_per_step x group_size = 256"),
     (dict(micro_batch_size=5), "micro_batch_size", "divisor of mini_batch_size"),
-    (dict(loss_mode="ppo"), "loss_mode", "['dapo', 'gppo', 'clip_cov', 'kl_cov']"),
+    (dict(loss_mode="ppo"), "loss_mode", "['dapo', 'gppo', 'clip_cov', 'kl_cov', 'dppo_tv', 'dppo_kl']"),
     (dict(clip_cov_ratio=0.0), "clip_cov_ratio", "0 < value <= 1"),
     (dict(clip_cov_lb=6.0), "clip_cov_ub", "clip_cov_ub > clip_cov_lb"),
     (dict(group_size=1), "group_size", ">= 2"),
@@ -117,6 +120,8 @@ def test_erc_bites_only_off_policy(tmp_path):
     dict(kl_coef=0.01), dict(sft_coef=0.1, dynamic_sampling=True), dict(overlong_buffer=2, micro_batch_size=2),
     dict(loss_mode="clip_cov", clip_cov_ratio=0.2, clip_cov_lb=-5.0), dict(loss_mode="kl_cov", kl_cov_ratio=0.2),
     dict(loss_mode="kl_cov", kl_cov_ratio=0.2, erc=True),
+    dict(loss_mode="dppo_tv", clip_low=0.02, clip_high=0.02, erc=True), dict(loss_mode="dppo_kl", clip_low=1e-3,
+                                                                          clip_high=1e-3),
 ])
 def test_variants_run(tmp_path, variant):
     recs = train(dict(FAST, steps=2, **variant), tmp_path)
@@ -126,6 +131,8 @@ def test_variants_run(tmp_path, variant):
         assert max(r["cov_clipfrac"] for r in rl) > 0      # the covariance clip acted
     if variant.get("loss_mode") == "kl_cov":
         assert max(r["cov_klfrac"] for r in rl) > 0
+    if variant.get("loss_mode", "").startswith("dppo"):
+        assert max(r["ppo_clipfrac"] for r in rl) > 0  # the trust region masked some tokens
     if "kl_coef" in variant:
         assert all(r["kl_ref"] >= 0 for r in rl) and max(r["kl_ref"] for r in rl) > 0
 
@@ -345,3 +352,98 @@ def test_config_file_errors_name_the_file(tmp_path):
         load_config(a)
     with pytest.raises(ConfigError, match="missing.yaml does not exist"):
         load_config(tmp_path / "missing.yaml")
+
+
+# ------------------------------------------------------------------------------------------ the step record's means
+def _rollout(mask, keep, old_entropy):
+    """A Rollout holding only what rollout_metrics reads."""
+    b = len(keep)
+    z = torch.zeros(b)
+    return tr.Rollout(input_ids=None, attention_mask=None, responses=None, response_mask=mask, texts=[],
+                      rewards=torch.arange(b, dtype=torch.float32) % 2, scores=z, advantages=z, keep=keep,
+                      truncated=mask[:, -1].clone(), extra=dict(old_entropy=old_entropy))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_rollout_metrics_cover_the_tokens_they_name(data):
+    """entropy_mean is the mean old entropy over the kept responses' tokens (dropped rows hold 0: the old pass never
+    scores them), response_len / truncated_frac / reward_mean are over all responses."""
+    b, r = data.draw(st.integers(2, 6)), data.draw(st.integers(1, 5))
+    lens = data.draw(st.lists(st.integers(1, r), min_size=b, max_size=b))
+    keep = torch.tensor(data.draw(st.lists(st.booleans(), min_size=b, max_size=b)))
+    mask = torch.arange(r)[None, :] < torch.tensor(lens)[:, None]
+    ent = torch.tensor(data.draw(st.lists(st.floats(0.0, 3.0, width=32), min_size=b * r, max_size=b * r))).view(b, r)
+    ent = ent * keep[:, None]  # as old_pass leaves it
+    m = tr.rollout_metrics(_rollout(mask, keep, ent))
+    kept_vals = [float(ent[i, t]) for i in range(b) if keep[i] for t in range(lens[i])]
+    if kept_vals:
+        assert m["entropy_mean"] == pytest.approx(sum(kept_vals) / len(kept_vals), rel=1e-6, abs=1e-7)
+    else:
+        assert "entropy_mean" not in m
+    assert m["response_len"] == pytest.approx(sum(lens) / b)
+    assert m["truncated_frac"] == pytest.approx(sum(n == r for n in lens) / b)
+    assert m["kept_frac"] == pytest.approx(float(keep.float().mean()))
+    assert set(m) <= set(tr.STEP_METRICS)
+
+
+def test_step_record_means_are_over_the_tokens_they_claim(tmp_path, monkeypatch):
+    """End to end, with dynamic sampling dropping groups, micro-batches and a per-sequence agg: every per-token stat
+    of the record equals the mean over exactly the tokens it covers, recomputed from the tensors policy_loss saw
+    (pooled per update, then averaged over updates); entropy_mean equals the mean old entropy of the trained-on
+    tokens; grad_norm_clipped <= min(grad_norm, grad_clip) and grad_clip_frac is the share of clipped updates."""
+    seen, updates = [], []
+    real_loss, real_clip = tr.policy_loss, tr.clip_gradients
+
+    def spy_loss(logp, old_logp, adv, mask, **kw):
+        seen.append((logp.detach(), old_logp, mask.bool(), kw["entropy"].detach(), kw["old_entropy"]))
+        return real_loss(logp, old_logp, adv, mask, **kw)
+
+    def spy_clip(model, max_norm):
+        out = real_clip(model, max_norm)
+        updates.append((list(seen), out))
+        seen.clear()
+        return out
+
+    monkeypatch.setattr(tr, "policy_loss", spy_loss)
+    monkeypatch.setattr(tr, "clip_gradients", spy_clip)
+    cfg = dict(FAST, erc=True, dynamic_sampling=True, agg="seq-mean-token-mean", micro_batch_size=2, ppo_epochs=2,
+               steps=3, prompts_per_step=6, seed=1, grad_clip=0.5)
+    recs = []
+    real_update = tr.update
+
+    def spy_update(*a, **k):
+        updates.clear()
+        out = real_update(*a, **k)
+        recs.append(list(updates))
+        return out
+
+    monkeypatch.setattr(tr, "update", spy_update)
+    metrics = [r for r in tr.train(cfg, tmp_path) if r["step"] > 0]
+    assert any(0 < r["kept_frac"] < 1 for r in metrics)  # dynamic sampling dropped some groups, not all
+    checked = 0
+    for rec, ups in zip(metrics, recs):
+        if not ups:
+            assert "erc_clipfrac" not in rec and "entropy_mean" not in rec
+            continue
+        per_update = []
+        for micros, clip in ups:
+            cat = lambda j: torch.cat([mc[j][mc[2]] for mc in micros])  # noqa: E731 (pooled over the update)
+            logp, old_logp, ent, old_ent = cat(0), cat(1), cat(3), cat(4)
+            rho = (ent + 1e-8) / (old_ent + 1e-8)
+            per_update.append(dict(ppo_kl=float((old_logp - logp).double().mean()),
+                                   erc_clipfrac=float(((rho <= 0.95) | (rho >= 1.05)).double().mean()),
+                                   entropy_ratio_mean=float(rho.double().mean()), old_ent_mean=float(old_ent.mean()),
+                                   **clip))
+        for k in ("ppo_kl", "erc_clipfrac", "entropy_ratio_mean", "grad_norm", "grad_norm_clipped", "grad_clip_frac"):
+            assert rec[k] == pytest.approx(sum(u[k] for u in per_update) / len(per_update), rel=1e-5, abs=1e-6), k
+        assert rec["ratio_outside_frac"] == pytest.approx(rec["erc_clipfrac"], abs=1e-6)
+        n_per_epoch = len(ups) // cfg["ppo_epochs"]
+        first_epoch = [mc for micros, _ in ups[:n_per_epoch] for mc in micros]
+        old_all = torch.cat([mc[4][mc[2]] for mc in first_epoch])
+        assert rec["entropy_mean"] == pytest.approx(float(old_all.double().mean()), rel=1e-5)
+        for _, clip in ups:
+            assert clip["grad_norm_clipped"] <= min(clip["grad_norm"], cfg["grad_clip"]) * (1 + 1e-5)
+            assert clip["grad_clip_frac"] == float(clip["grad_norm"] > cfg["grad_clip"])
+        checked += 1
+    assert checked >= 2

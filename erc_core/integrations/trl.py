@@ -4,8 +4,9 @@ entropy ratio, and ``ERCGRPOConfig``, a :class:`trl.GRPOConfig` with the two bou
     from erc_core.integrations.trl import ERCGRPOConfig, ERCGRPOTrainer
 
     args = ERCGRPOConfig(output_dir="out", loss_type="dapo", epsilon=0.2, epsilon_high=0.28,
+                         delta=10.0,                      # dual clip for A < 0, c = 10 as in the official ERC
                          num_iterations=2,                # ERC only bites off-policy: reuse each batch
-                         erc_low=0.95, erc_high=1.05)
+                         erc_low=0.95, erc_high=1.05)     # the official band, for DAPO and GPPO alike
     trainer = ERCGRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=ds)
     trainer.train()                                       # logs erc_clipfrac next to clip_ratio/* and entropy
 
@@ -17,7 +18,9 @@ What it changes in TRL (1.16), with three small overrides and nothing copied fro
    ``old_per_token_logps``. TRL's fused LM head computes them anyway (temperature-scaled, over the whole
    vocabulary); they are fixed for every update that reuses the batch, as ``H_old`` in the paper. When TRL skips
    the old pass (fully on-policy), TRL uses the current log-probs as old ones, and ERC does the same with the
-   entropies: every ratio is 1 and nothing is gated.
+   entropies: every ratio is 1 and nothing is gated. When TRL did run its old pass but no old entropies were
+   captured (a TRL version that scores batches differently), the trainer raises instead of silently training as
+   plain GRPO.
 2. **current entropies**: TRL's training forward already returns the entropies with the log-probs (one pass).
 3. **the gate** (``_get_per_token_logps_and_entropies`` during ``_compute_loss``): with
    ``keep = erc_core.losses.erc_mask(H, H_old, mask, (erc_low, erc_high))`` (``low < rho < high``, strict, on
@@ -43,21 +46,36 @@ import warnings
 from dataclasses import dataclass, field
 
 import torch
-from trl import GRPOConfig, GRPOTrainer
+import trl
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
 
 from erc_core.losses import apply_erc_gate, entropy_ratio, erc_mask
 
-__all__ = ["ERCGRPOConfig", "ERCGRPOTrainer"]
+__all__ = ["ERCGRPOConfig", "ERCGRPOTrainer", "TRL_VERSIONS", "check_trl_version"]
 
 OLD_ENTROPY_KEY = "old_per_token_entropies"
+TRL_VERSIONS = ">=1.16,<1.17"  # = pyproject's [trl] extra: this module overrides private hooks of that minor version
+
+
+def check_trl_version(installed: str) -> None:
+    """Raise ImportError, naming both versions, unless TRL ``installed`` is in :data:`TRL_VERSIONS`."""
+    if Version(installed) not in SpecifierSet(TRL_VERSIONS):
+        raise ImportError(f"erc_core.integrations.trl needs trl{TRL_VERSIONS} (it overrides private GRPOTrainer "
+                          f"hooks of that version), but trl {installed} is installed: "
+                          f"pip install 'trl{TRL_VERSIONS}' (or pip install -e '.[trl]')")
+
+
+check_trl_version(trl.__version__)
+from trl import GRPOConfig, GRPOTrainer  # noqa: E402  (after the version check)
 
 
 @dataclass
 class ERCGRPOConfig(GRPOConfig):
     """:class:`trl.GRPOConfig` plus the ERC band: tokens with ``erc_low < H / H_old < erc_high`` keep their gradient.
 
-    ``erc_low=0.0, erc_high=float("inf")`` disables the gate (the trainer then equals ``GRPOTrainer``). The paper's
-    DAPO setting is (0.95, 1.05); the official GPPO runs used wider bands such as (0.8, 1.2).
+    ``erc_low=0.0, erc_high=float("inf")`` disables the gate (the trainer then equals ``GRPOTrainer``). The
+    official ERC scripts use (0.95, 1.05) with both DAPO and GPPO; set ``delta=10`` for their dual clip.
     """
 
     erc_low: float = field(default=0.95, metadata={"help": "ERC lower bound on H_new / H_old (0 <= low < 1)."})
@@ -95,7 +113,11 @@ class ERCGRPOTrainer(GRPOTrainer):
         finally:
             captured, self._erc_capture = self._erc_capture, None
         old_logps = output.get("old_per_token_logps")
-        if old_logps is not None and captured:
+        if old_logps is not None and not captured:
+            raise RuntimeError("TRL ran its old-policy pass (old_per_token_logps is set) but no old entropies were "
+                               "captured, so the ERC gate cannot act; refusing to train as plain GRPO. This TRL "
+                               f"version ({trl.__version__}) scores batches differently from trl{TRL_VERSIONS}.")
+        if old_logps is not None:
             # TRL's old-policy pass is the first forward of self.model while a batch is scored (before the
             # reference pass); if it was skipped, old_per_token_logps is absent and whatever was captured is unused.
             old_entropy = captured[0]
@@ -133,6 +155,10 @@ class ERCGRPOTrainer(GRPOTrainer):
             mask = mask * inputs["tool_mask"]
         mask = mask.bool()
         old_entropy = inputs.get(OLD_ENTROPY_KEY)
+        if old_entropy is None and inputs.get("old_per_token_logps") is not None:
+            raise RuntimeError(f"the batch has TRL's old log-probs but no {OLD_ENTROPY_KEY!r}: the old entropies "
+                               "were lost between scoring and the update, so the ERC gate cannot act; refusing to "
+                               "train as plain GRPO")
         if old_entropy is None:  # on-policy: TRL takes old log-probs = current ones, so H_old = H and rho = 1
             keep, rho = mask, torch.ones_like(entropies)
         else:

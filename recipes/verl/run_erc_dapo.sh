@@ -5,12 +5,14 @@
 #   cd "$(python -c 'import os, verl; print(os.path.dirname(os.path.dirname(verl.__file__)))')" \
 #     && patch -p1 < /path/to/recipes/verl/verl-0.9.1-erc-old-entropy.patch
 # Override any value from the command line, e.g. `bash run_erc_dapo.sh trainer.nnodes=2`.
+# Where this differs from the official ERC scripts (model, data, batch, NLL term, dynamic sampling): README.md.
 set -euo pipefail
 
 MODEL=${MODEL:-Qwen/Qwen2.5-Math-7B}
 TRAIN=${TRAIN:-$HOME/data/dapo-math-17k.parquet}
 VAL=${VAL:-$HOME/data/aime-2024.parquet}
-LOSS=${LOSS:-erc_dapo}            # erc_gppo: GPPO base loss (then set CLIP_HIGH=0.2 and a wider band, e.g. 0.8/1.2)
+LOSS=${LOSS:-erc_dapo}            # erc_gppo: GPPO base loss (then set CLIP_HIGH=0.2; the official GPPO+ERC script
+                                  # keeps the band 0.95/1.05)
 CLIP_LOW=${CLIP_LOW:-0.2}
 CLIP_HIGH=${CLIP_HIGH:-0.28}      # DAPO clip-higher
 ERC_LOW=${ERC_LOW:-0.95}
