@@ -48,7 +48,7 @@ def main() -> None:
             ro.extra.clear()
             parts = partition(cfg, ro.keep)
             t0 = time.perf_counter()
-            old_pass(cfg, model, None, ro, parts)
+            old_pass(cfg, model, None, ro, parts, keep_graph=True)  # as train() does
             t1 = time.perf_counter()
             update(cfg, model, opt, ro, parts)
             t2 = time.perf_counter()
