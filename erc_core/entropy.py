@@ -107,12 +107,14 @@ def _chunk_logp_entropy(z_raw: torch.Tensor, tokens: torch.Tensor, temperature: 
 _BLOCK_ELEMENTS = 1 << 20
 
 
-def _run_chunks(fn, flat_logits: torch.Tensor, extra: tuple, temperature: float, chunk_size: int | None):
+def _run_chunks(fn, flat_logits: torch.Tensor, extra: tuple, temperature: float, chunk_size: int | None,
+                validate: bool = True):
     """Eager path: apply ``fn(chunk, *extra_chunks, temperature, safe)`` over row chunks of (N, V) logits.
 
     With an explicit ``chunk_size`` under autograd each chunk is checkpointed (recomputed in backward), so the
     activations kept for backward are O(chunk_size x V) as well. If a result is not finite (``-inf`` logits give
     0 * -inf), it is recomputed with the logits clamped to finite values; still not finite means bad logits.
+    ``validate=False``: one pass with the clamp (the same numbers for finite logits) and no finiteness check.
 
     Returns: A tuple of (N,) tensors, the outputs of ``fn`` concatenated over the chunks.
     """
@@ -123,7 +125,7 @@ def _run_chunks(fn, flat_logits: torch.Tensor, extra: tuple, temperature: float,
     else:  # under autograd all (rows x V) activations are kept anyway: blocks would only add backward work
         step = max(n, 1) if grad else max(1, _BLOCK_ELEMENTS // max(vocab, 1))
     use_ckpt = chunk_size is not None and grad and n > step
-    for safe in (False, True):
+    for safe in (False, True) if validate else (True,):
         outs = []
         # split, not slicing: autograd then concatenates the chunks' gradients once, where each slice's backward
         # would add a zero-filled (rows x V) gradient (quadratic in the number of chunks)
@@ -134,7 +136,7 @@ def _run_chunks(fn, flat_logits: torch.Tensor, extra: tuple, temperature: float,
                 outs.append(fn(*args, temperature, safe))
         outs = [o if isinstance(o, tuple) else (o,) for o in outs]
         result = tuple(parts[0] if len(parts) == 1 else torch.cat(parts) for parts in zip(*outs))
-        if _all_finite(*result):
+        if not validate or _all_finite(*result):
             return result
     if flat_logits.dtype != torch.float64 and not bool((torch.isnan(flat_logits) | (flat_logits == math.inf)).any()):
         # finite logits whose spread overflows float32 (|z| ~ 3e38: z - max is -inf): float64 has the range
@@ -332,7 +334,7 @@ def _want_fused(logits: torch.Tensor, fused: bool | None) -> bool:
 
 
 def _logp_entropy(flat: torch.Tensor, tokens: torch.Tensor, temperature: float, chunk_size: int | None,
-                  fused: bool | None, with_logp: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                  fused: bool | None, with_logp: bool, validate: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, V) logits, (N,) int64 ids -> ``(logp, entropy)`` (N,), fused or eager (see ``_want_fused``).
 
     In auto mode (``fused=None``) any torch.compile failure disables the fused path for this device type, with one
@@ -344,12 +346,12 @@ def _logp_entropy(flat: torch.Tensor, tokens: torch.Tensor, temperature: float, 
         except Exception as err:  # noqa: BLE001 -- see _fallback_or_raise
             _fallback_or_raise(err, flat.device.type, strict=bool(fused))
         else:
-            if _all_finite(logp, entropy):
+            if not validate or _all_finite(logp, entropy):
                 return logp, entropy
             # not finite: the eager path below retries (-inf logits clamped, then float64) or names bad logits
     if with_logp:
-        return _run_chunks(_chunk_logp_entropy, flat, (tokens,), temperature, chunk_size)
-    (entropy,) = _run_chunks(_chunk_entropy, flat, (), temperature, chunk_size)
+        return _run_chunks(_chunk_logp_entropy, flat, (tokens,), temperature, chunk_size, validate)
+    (entropy,) = _run_chunks(_chunk_entropy, flat, (), temperature, chunk_size, validate)
     return entropy, entropy
 
 
@@ -369,7 +371,7 @@ def _fallback_or_raise(err: Exception, device_type: str, strict: bool) -> None:
 
 
 def entropy_from_logits(logits: torch.Tensor, temperature: float = 1.0, chunk_size: int | None = None, *,
-                        fused: bool | None = None) -> torch.Tensor:
+                        fused: bool | None = None, validate: bool = True) -> torch.Tensor:
     """Shannon entropy (nats) of ``softmax(logits / temperature)`` over the last axis.
 
     Args:
@@ -382,6 +384,9 @@ def entropy_from_logits(logits: torch.Tensor, temperature: float = 1.0, chunk_si
             logits are not float64, else eager (eager for good, after one warning, on a device type where
             torch.compile failed). ``True``: always compiled (errors propagate). ``False``: always eager. The
             first compiled call in a process compiles (seconds, see the module docstring); later shapes reuse it.
+        validate: True (default) checks values on the host (NaN / +inf logits raise), one device sync
+            each. False skips those checks for a trainer's hot path that checks its loss instead: the same numbers
+            for valid input (``-inf`` logits included), NaN instead of an error for NaN / +inf logits.
 
     Returns:
         A ``(...)`` tensor of entropies in [0, log V], float32 (float64 for float64 logits), differentiable in
@@ -390,13 +395,13 @@ def entropy_from_logits(logits: torch.Tensor, temperature: float = 1.0, chunk_si
     _check_args(logits, temperature, chunk_size)
     flat = logits.reshape(-1, logits.shape[-1])
     tokens = torch.zeros(flat.shape[0], dtype=torch.long, device=flat.device)
-    _, h = _logp_entropy(flat, tokens, float(temperature), chunk_size, fused, with_logp=False)
+    _, h = _logp_entropy(flat, tokens, float(temperature), chunk_size, fused, with_logp=False, validate=validate)
     return h.reshape(logits.shape[:-1])
 
 
 def logprobs_and_entropy(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0,
-                         chunk_size: int | None = None, *,
-                         fused: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                         chunk_size: int | None = None, *, fused: bool | None = None,
+                         validate: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probability of ``tokens`` and full-vocabulary entropy, from one pass over ``logits``.
 
     Args:
@@ -410,6 +415,9 @@ def logprobs_and_entropy(logits: torch.Tensor, tokens: torch.Tensor, temperature
             logits are not float64, else eager (eager for good, after one warning, on a device type where
             torch.compile failed). ``True``: always compiled (errors propagate). ``False``: always eager. The
             first compiled call in a process compiles (seconds, see the module docstring); later shapes reuse it.
+        validate: True (default) checks values on the host (NaN / +inf logits raise; token ids out of [0, V) raise), one device sync
+            each. False skips those checks for a trainer's hot path that checks its loss instead: the same numbers
+            for valid input (``-inf`` logits included), NaN instead of an error for NaN / +inf logits.
 
     Returns:
         A tuple ``(logp, entropy)`` of ``(...)`` float32 tensors (float64 for float64 logits), differentiable in
@@ -423,8 +431,9 @@ def logprobs_and_entropy(logits: torch.Tensor, tokens: torch.Tensor, temperature
         raise ValueError(f"tokens must have the leading shape of logits {tuple(logits.shape[:-1])}, "
                          f"got {tuple(tokens.shape)}")
     vocab = logits.shape[-1]
-    if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab):
+    if validate and tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab):
         raise ValueError(f"tokens must be in [0, {vocab}) (the vocabulary size V of logits)")
     flat = logits.reshape(-1, vocab)
-    logp, h = _logp_entropy(flat, tokens.reshape(-1).long(), float(temperature), chunk_size, fused, with_logp=True)
+    logp, h = _logp_entropy(flat, tokens.reshape(-1).long(), float(temperature), chunk_size, fused, with_logp=True,
+                            validate=validate)
     return logp.reshape(logits.shape[:-1]), h.reshape(logits.shape[:-1])

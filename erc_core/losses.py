@@ -28,7 +28,7 @@ import torch
 
 __all__ = [
     "POLICY_LOSSES", "AGG_MODES", "register_policy_loss", "policy_loss", "agg_loss", "masked_mean",
-    "entropy_ratio", "erc_mask", "apply_erc_gate", "entropy_ratio_penalty", "kl_penalty",
+    "entropy_ratio", "erc_mask", "apply_erc_gate", "entropy_ratio_penalty", "kl_penalty", "stats_to_floats",
 ]
 
 RATIO_EPS = 1e-8  # the official code's epsilon in (H + eps) / (H_old + eps)
@@ -273,12 +273,13 @@ def dppo_kl_loss(ratio: torch.Tensor, advantages: torch.Tensor, mask: torch.Tens
 
 
 # ----------------------------------------------------------------------------------------------- policy_loss
-def _check_tensor(name: str, x: torch.Tensor, shape: torch.Size) -> None:
+def _check_tensor(name: str, x: torch.Tensor, shape: torch.Size, values: bool = True) -> None:
+    """Type and shape of ``x``; with ``values`` also no NaN / inf (a host sync)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.shape != shape:
         raise ValueError(f"{name} must have the shape of log_prob {tuple(shape)}, got {tuple(x.shape)}")
-    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+    if values and x.is_floating_point() and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or inf")
 
 
@@ -326,7 +327,8 @@ def policy_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: 
                 old_entropy: torch.Tensor | None = None, mode: str = "dapo", clip_low: float = 0.2,
                 clip_high: float = 0.28, clip_c: float = 10.0,
                 erc_bounds: tuple[float, float] | None = (0.95, 1.05),
-                agg: str = "token-mean", mode_options: dict | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                agg: str = "token-mean", mode_options: dict | None = None, validate: bool = True,
+                stats_as_tensors: bool = False) -> tuple[torch.Tensor, dict]:
     """Clipped policy-gradient loss with the ERC gate, as in the official ``grpo_erc`` / ``gppo_erc``.
 
     Args:
@@ -347,11 +349,18 @@ def policy_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: 
         agg: one of :data:`AGG_MODES`; "token-mean" divides by all response tokens.
         mode_options: extra keyword arguments of the base mode, e.g. ``{"clip_cov_ratio": 2e-4}`` for "clip_cov"
             or ``{"kl_cov_ratio": 2e-3, "ppo_kl_coef": 1.0}`` for "kl_cov".
+        validate: True (default) checks the tensors' values too (NaN / inf), which reads them on the host (one
+            device sync each). A trainer's hot path that checks its loss once per step instead can pass False: only
+            the checks that need no sync (types, shapes, options) remain; the loss and stats are the same.
+        stats_as_tensors: False (default) returns the stats as Python floats (read back together, one sync);
+            True returns them as detached 0-d tensors on the loss's device (no sync), e.g. to accumulate them over
+            micro-batches and read them once per step.
 
     Returns:
         ``(loss, stats)``: scalar loss, and floats ``ppo_clipfrac``, ``ppo_clipfrac_lower``, ``ppo_kl``,
         ``erc_clipfrac`` (fraction of response tokens outside the band; 0 without ERC), ``erc_clipfrac_low`` /
-        ``erc_clipfrac_high`` (below / above it), ``entropy_ratio_mean`` (NaN-free; 1.0 without entropies).
+        ``erc_clipfrac_high`` (below / above it), ``entropy_ratio_mean`` (NaN-free; 1.0 without entropies); 0-d
+        tensors instead of floats with ``stats_as_tensors=True``.
     """
     if mode not in POLICY_LOSSES:
         raise ValueError(f"mode must be one of {sorted(POLICY_LOSSES)}, got {mode!r}")
@@ -359,14 +368,14 @@ def policy_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: 
         raise ValueError(f"agg must be one of {AGG_MODES}, got {agg!r}")
     _check_clip(clip_low, clip_high, clip_c)
     shape = log_prob.shape if isinstance(log_prob, torch.Tensor) else None
-    _check_tensor("log_prob", log_prob, shape)
-    _check_tensor("old_log_prob", old_log_prob, shape)
-    _check_tensor("response_mask", response_mask, shape)
+    _check_tensor("log_prob", log_prob, shape, validate)
+    _check_tensor("old_log_prob", old_log_prob, shape, validate)
+    _check_tensor("response_mask", response_mask, shape, validate)
     _check_float("log_prob", log_prob)
     _check_float("old_log_prob", old_log_prob)
     if isinstance(advantages, torch.Tensor) and log_prob.ndim == 2 and advantages.shape == shape[:1]:
         advantages = advantages.unsqueeze(-1).expand(shape)
-    _check_tensor("advantages", advantages, shape)
+    _check_tensor("advantages", advantages, shape, validate)
     bounds = None
     if erc_bounds is not None:
         bounds = _check_bounds(erc_bounds, "erc_bounds")
@@ -375,8 +384,9 @@ def policy_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: 
                              "(pass erc_bounds=None for the loss without the ERC gate)")
     for name, ent in (("entropy", entropy), ("old_entropy", old_entropy)):
         if ent is not None:
-            _check_tensor(name, ent, shape)
-            _check_entropy(name, ent)
+            _check_tensor(name, ent, shape, validate)
+            if validate:
+                _check_entropy(name, ent)
     log_prob, old_log_prob, entropy, old_entropy = map(_fp32, (log_prob, old_log_prob, entropy, old_entropy))
     if advantages.is_floating_point():
         advantages = _fp32(advantages)
@@ -395,19 +405,32 @@ def policy_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: 
     loss_mat, base_stats = base(ratio, advantages, mask, clip_low, clip_high, clip_c, log_prob=log_prob,
                                 log_ratio=log_ratio, **options)
 
-    stats = {k: float(v) for k, v in base_stats.items()}
-    stats["ppo_kl"] = float(masked_mean(-log_ratio.detach(), mask))
-    stats.update(erc_clipfrac=0.0, erc_clipfrac_low=0.0, erc_clipfrac_high=0.0, entropy_ratio_mean=1.0)
+    stats = {k: v.detach() for k, v in base_stats.items()}
+    stats["ppo_kl"] = masked_mean(-log_ratio.detach(), mask)
+    zero = torch.zeros((), dtype=mask.dtype, device=mask.device)
+    stats.update(erc_clipfrac=zero, erc_clipfrac_low=zero, erc_clipfrac_high=zero, entropy_ratio_mean=zero + 1.0)
     if entropy is not None and old_entropy is not None:
         rho = entropy_ratio(entropy.detach(), old_entropy.detach())
-        stats["entropy_ratio_mean"] = float(masked_mean(rho, mask))
+        stats["entropy_ratio_mean"] = masked_mean(rho, mask)
         if bounds is not None:
             keep = erc_mask(entropy, old_entropy, response_mask, bounds)
             loss_mat = apply_erc_gate(loss_mat, keep)
-            stats["erc_clipfrac"] = float(masked_mean((~keep).to(mask.dtype), mask))
-            stats["erc_clipfrac_low"] = float(masked_mean((rho <= bounds[0]).to(mask.dtype), mask))
-            stats["erc_clipfrac_high"] = float(masked_mean((rho >= bounds[1]).to(mask.dtype), mask))
-    return agg_loss(loss_mat, mask, agg), stats
+            stats["erc_clipfrac"] = masked_mean((~keep).to(mask.dtype), mask)
+            stats["erc_clipfrac_low"] = masked_mean((rho <= bounds[0]).to(mask.dtype), mask)
+            stats["erc_clipfrac_high"] = masked_mean((rho >= bounds[1]).to(mask.dtype), mask)
+    return agg_loss(loss_mat, mask, agg), (stats if stats_as_tensors else stats_to_floats(stats))
+
+
+def stats_to_floats(stats: dict) -> dict[str, float]:
+    """A dict of 0-d tensors (or numbers) -> the same dict of Python floats, exact. On an accelerator the values
+    are read back in ONE host sync (stacked as float64, which holds float32 values exactly); on the CPU, where a
+    read costs no sync, one ``float()`` each is cheaper."""
+    dev = next((v.device for v in stats.values() if isinstance(v, torch.Tensor)), torch.device("cpu"))
+    if dev.type == "cpu":
+        return {k: float(v) for k, v in stats.items()}
+    values = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=dev).detach().reshape(())
+                          for v in stats.values()])
+    return dict(zip(stats, values.tolist()))
 
 
 # ----------------------------------------------------------------------------------------------- other controls

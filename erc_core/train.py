@@ -54,7 +54,7 @@ from transformers import GenerationConfig
 from .advantages import dynamic_sampling_mask, grpo_advantages, overlong_penalty
 from .entropy import logprobs_and_entropy
 from .losses import (AGG_MODES, KL_KINDS, POLICY_LOSSES, agg_loss, entropy_ratio, entropy_ratio_penalty, erc_mask,
-                     kl_penalty, policy_loss)
+                     kl_penalty, policy_loss, stats_to_floats)
 from .models import char_tokenizer, encode_prompts, forward_logits, load_pretrained, tiny_model, warm_start
 from .tasks import TASKS, format_prompt, make_task
 
@@ -352,7 +352,9 @@ def build_model(cfg: Config, task):
 
 
 def make_optimizer(cfg: Config, model):
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999))
+    # foreach: the same arithmetic per tensor (bit-identical here), in a few batched calls instead of a Python loop
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999),
+                            foreach=True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)))
     return opt, sched
 
@@ -378,6 +380,7 @@ class Rollout:
     keep: torch.Tensor             # (B,) bool, responses kept by dynamic sampling
     truncated: torch.Tensor        # (B,) bool, no <eos> within max_new_tokens
     extra: dict = field(default_factory=dict)  # old_logp, old_entropy, ref_logp: (B, R) float32
+    first_forward: tuple | None = None  # old_pass(keep_graph=True): its first forward, with graph, for update()
 
 
 def generation_config(cfg: Config, tok, greedy: bool = False) -> GenerationConfig:
@@ -397,12 +400,22 @@ def response_mask_from(responses: torch.Tensor, eos_id: int) -> torch.Tensor:
 @torch.no_grad()
 def generate(cfg: Config, model, tok, prompts: list[str], greedy: bool = False):
     """Prompts -> (input_ids (B, P+R), prompt width P, responses (B, R), response_mask (B, R), texts)."""
-    ids, mask = encode_prompts(tok, prompts, cfg.device)
+    unique = list(dict.fromkeys(prompts))  # a GRPO group repeats its prompt: tokenize each prompt once
+    ids, mask = encode_prompts(tok, unique, cfg.device)
+    if len(unique) < len(prompts):
+        row = {p: i for i, p in enumerate(unique)}
+        rows = torch.tensor([row[p] for p in prompts], device=ids.device)
+        ids, mask = ids[rows], mask[rows]
     with autocast(cfg):
         out = model.generate(input_ids=ids, attention_mask=mask, generation_config=generation_config(cfg, tok, greedy))
     responses = out[:, ids.shape[1]:]
     rmask = response_mask_from(responses, tok.eos_token_id)
-    texts = [tok.decode(r[m], skip_special_tokens=True) for r, m in zip(responses, rmask)]
+    # the mask is a prefix of each row: decode the first n ids of each row; equal responses (frequent in a group)
+    # once, all in one call
+    seqs = [tuple(r[:n]) for r, n in zip(responses.tolist(), rmask.sum(-1).tolist())]
+    distinct = list(dict.fromkeys(seqs))
+    decoded = dict(zip(distinct, tok.batch_decode([list(q) for q in distinct], skip_special_tokens=True)))
+    texts = [decoded[q] for q in seqs]
     return ids, mask, responses, rmask, texts
 
 
@@ -447,20 +460,37 @@ def score_tokens(cfg: Config, model, ro: Rollout, idx: torch.Tensor) -> tuple[to
     with autocast(cfg):
         logits = forward_logits(model, ro.input_ids[idx].to(dev), ro.attention_mask[idx].to(dev),
                                 logits_to_keep=r + 1)[:, :-1]
+    # no per-call value checks (host syncs): update() checks each micro-batch's loss, which any NaN reaches
     return logprobs_and_entropy(logits, ro.responses[idx].to(dev), temperature=cfg.temperature,
-                                chunk_size=cfg.entropy_chunk_size or None)
+                                chunk_size=cfg.entropy_chunk_size or None, validate=False)
+
+
+def _param_versions(model) -> list[int]:
+    """In-place version counters of the model's parameters: they change with every optimizer step or load."""
+    return [p._version for p in model.parameters()]
 
 
 @torch.no_grad()
-def old_pass(cfg: Config, model, ref_model, ro: Rollout, parts) -> None:
-    """Fill ``ro.extra`` with old_logp, old_entropy (and ref_logp): (B, R) float32, on the update's micro-batches."""
+def old_pass(cfg: Config, model, ref_model, ro: Rollout, parts, keep_graph: bool = False) -> None:
+    """Fill ``ro.extra`` with old_logp, old_entropy (and ref_logp): (B, R) float32, on the update's micro-batches.
+
+    ``keep_graph``: the first micro-batch's forward runs with autograd and is kept in ``ro.first_forward``; the
+    first update (same weights, same inputs, so the same numbers) then reuses it instead of repeating it."""
     b, r = ro.responses.shape
     names = ["old_logp", "old_entropy"] + (["ref_logp"] if ref_model is not None else [])
     for n in names:
         ro.extra[n] = torch.zeros(b, r, device=cfg.device)
+    ro.first_forward = None
     for mini in parts:
         for idx in mini:
-            ro.extra["old_logp"][idx], ro.extra["old_entropy"][idx] = score_tokens(cfg, model, ro, idx)
+            if keep_graph and ro.first_forward is None:
+                with torch.enable_grad():
+                    logp, ent = score_tokens(cfg, model, ro, idx)
+                ro.first_forward = (model, idx, _param_versions(model), logp, ent)
+                logp, ent = logp.detach(), ent.detach()
+            else:
+                logp, ent = score_tokens(cfg, model, ro, idx)
+            ro.extra["old_logp"][idx], ro.extra["old_entropy"][idx] = logp, ent
             if ref_model is not None:
                 ro.extra["ref_logp"][idx] = score_tokens(cfg, ref_model, ro, idx)[0]
 
@@ -475,19 +505,31 @@ def mode_options(cfg: Config) -> dict:
     return {}
 
 
+def take_first_forward(model, ro: Rollout, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The (logp, entropy) (b, R) with graph that ``old_pass(keep_graph=True)`` kept, if they are for ``model``,
+    micro-batch ``idx`` and the current weights (else None); used at most once."""
+    kept, ro.first_forward = ro.first_forward, None
+    if kept is None or not torch.is_grad_enabled():
+        return None
+    kept_model, kept_idx, versions, logp, ent = kept
+    same_input = kept_idx is idx or torch.equal(kept_idx, idx)
+    return (logp, ent) if kept_model is model and same_input and versions == _param_versions(model) else None
+
+
 def micro_loss(cfg: Config, model, ro: Rollout, idx: torch.Tensor) -> tuple[torch.Tensor, dict, torch.Tensor]:
-    """Total loss of one micro-batch (scalar), its stats, and the current entropies (b, R) detached."""
-    logp, ent = score_tokens(cfg, model, ro, idx)
+    """Total loss of one micro-batch (scalar), its stats (floats, read back in one host sync), and the current
+    entropies (b, R) detached."""
+    logp, ent = take_first_forward(model, ro, idx) or score_tokens(cfg, model, ro, idx)
     mask = ro.response_mask[idx].to(cfg.device)
     old_ent = ro.extra["old_entropy"][idx]
     adv = ro.advantages[idx].to(cfg.device)
     loss, stats = policy_loss(logp, ro.extra["old_logp"][idx], adv, mask, entropy=ent, old_entropy=old_ent,
                               mode=cfg.loss_mode, clip_low=cfg.clip_low, clip_high=cfg.clip_high, clip_c=cfg.clip_c,
                               erc_bounds=(cfg.erc_low, cfg.erc_high) if cfg.erc else None, agg=cfg.agg,
-                              mode_options=mode_options(cfg))
+                              mode_options=mode_options(cfg), validate=False, stats_as_tensors=True)
     outside = ~erc_mask(ent, old_ent, mask, (cfg.erc_low, cfg.erc_high)) & mask
-    stats["ratio_outside_frac"] = float(outside.sum() / mask.sum().clamp(min=1))  # would-be gated, ERC on or off
-    stats["pg_loss"] = loss.item()
+    stats["ratio_outside_frac"] = outside.sum() / mask.sum().clamp(min=1)  # would-be gated, ERC on or off
+    stats["pg_loss"] = loss.detach()
     if cfg.entropy_penalty_coef > 0:
         loss = loss + entropy_ratio_penalty(ent, old_ent, mask, (cfg.entropy_penalty_low, cfg.entropy_penalty_high),
                                             cfg.entropy_penalty_coef)
@@ -496,11 +538,15 @@ def micro_loss(cfg: Config, model, ro: Rollout, idx: torch.Tensor) -> tuple[torc
     if cfg.kl_coef > 0:
         kl = agg_loss(kl_penalty(logp, ro.extra["ref_logp"][idx], cfg.kl_type), mask, cfg.agg)
         loss = loss + cfg.kl_coef * kl
-        stats["kl_ref"] = kl.item()
+        stats["kl_ref"] = kl.detach()
     if cfg.sft_coef > 0:
         correct = mask & (ro.rewards[idx].to(cfg.device) > 0)[:, None]
         loss = loss - cfg.sft_coef * agg_loss(logp, correct, "token-mean")
-    stats["loss"] = loss.item()
+    stats["loss"] = loss.detach()
+    stats = stats_to_floats(stats)
+    if not math.isfinite(stats["loss"]):
+        raise FloatingPointError(f"the loss is {stats['loss']} (pg_loss {stats['pg_loss']}): the policy's logits, the "
+                                 "old log-probs / entropies or the advantages hold NaN or inf")
     return loss, stats, ent.detach()
 
 
@@ -512,7 +558,7 @@ def clip_gradients(model, max_norm: float) -> dict[str, float]:
     """Clip the gradients' total 2-norm to ``max_norm`` (``clip_grad_norm_``). Returns ``grad_norm`` (before the
     clip), ``grad_norm_clipped`` (after it: what the optimizer receives) and ``grad_clip_frac`` (1.0 when the clip
     scaled the gradients, i.e. ``grad_norm + 1e-6 > max_norm`` as in torch, else 0.0)."""
-    pre = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
+    pre = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm, foreach=True))
     grads = [p.grad.detach().float() for p in model.parameters() if p.grad is not None]
     post = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))) if grads else 0.0
     return {"grad_norm": pre, "grad_norm_clipped": post, "grad_clip_frac": float(pre + 1e-6 > max_norm)}
@@ -523,19 +569,21 @@ def update(cfg: Config, model, opt, ro: Rollout, parts) -> tuple[dict, torch.Ten
     update's erc_clipfrac) and the entropies (B, R) each response had in its last forward."""
     last_ent = ro.extra["old_entropy"].clone()
     history: list[dict] = []
+    resp_tokens = ro.response_mask.sum(-1).tolist()  # (B,) ints, read once per step
+    n_tokens = [[sum(resp_tokens[i] for i in idx.tolist()) for idx in mini] for mini in parts]
     for _ in range(cfg.ppo_epochs):
-        for mini in parts:
+        for mini, mini_tokens in zip(parts, n_tokens):
             opt.zero_grad(set_to_none=True)
-            n_tok = sum(int(ro.response_mask[i].sum()) for i in mini)
+            n_tok = sum(mini_tokens)
             merged: dict[str, float] = {}
-            for idx in mini:
+            for idx, idx_tokens in zip(mini, mini_tokens):
                 # token-mean over the whole mini-batch: weight each micro-batch by its share of tokens
-                w = int(ro.response_mask[idx].sum()) / max(n_tok, 1) if cfg.agg == "token-mean" else len(idx) / sum(map(len, mini))
+                w = idx_tokens / max(n_tok, 1) if cfg.agg == "token-mean" else len(idx) / sum(map(len, mini))
                 loss, stats, ent = micro_loss(cfg, model, ro, idx)
                 (loss * w).backward()
                 last_ent[idx] = ent
                 # per-token stats are means over the mini-batch's response tokens whatever agg weights the loss
-                w_tok = int(ro.response_mask[idx].sum()) / max(n_tok, 1)
+                w_tok = idx_tokens / max(n_tok, 1)
                 for k, v in stats.items():
                     merged[k] = merged.get(k, 0.0) + (w if k in LOSS_VALUED_KEYS else w_tok) * v
             merged.update(clip_gradients(model, cfg.grad_clip))
@@ -868,7 +916,7 @@ def _train(cfg: Config, out_dir: str | os.PathLike, resume: bool, stop_at: int |
         ro = rollout(cfg, model, tok, task, rng, style)
         t1 = time.perf_counter()
         parts = partition(cfg, ro.keep)
-        old_pass(cfg, model, ref_model, ro, parts)
+        old_pass(cfg, model, ref_model, ro, parts, keep_graph=True)
         t2 = time.perf_counter()
         stats, last_ent = update(cfg, model, opt, ro, parts)
         with warnings.catch_warnings():  # a step whose groups were all dropped has no optimizer step

@@ -1,0 +1,100 @@
+"""One RL training step of two erc_core checkouts, interleaved in ONE process: before/after figures of a change.
+
+    git worktree add /tmp/before <commit>       # or any other checkout of this repository
+    python benchmarks/ab_train_step.py --before /tmp/before [--repeats 32] [--clock cpu] [--set key=value ...]
+
+The checkout this file belongs to ("after") and the one given ("before", imported under another package name) run
+the same step in turn, A B B A ...: ``rollout`` -> ``old_pass`` -> ``update`` on the same tiny model (warm-started
+100 supervised steps, its weights restored before every step), the same rollout seed and the same torch RNG, with
+``configs/base.yaml`` (ERC on by default) plus ``--set`` overrides. Each side calls its own functions as its
+``train()`` does (``old_pass(keep_graph=True)`` where it exists). Prints per-phase medians, the ratio before/after
+of the step time (median over the per-pair ratios), and whether both sides' update stats were identical (they must
+be when the change does not touch the numerics). ``--clock cpu`` times process CPU time instead of wall time: less
+sensitive to other jobs on a shared machine (cache and SMT contention still count).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib
+import importlib.util
+import inspect
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_checkout(name: str, root: Path):
+    """``root/erc_core`` imported as package ``name``; returns its ``train`` module."""
+    spec = importlib.util.spec_from_file_location(name, root / "erc_core" / "__init__.py",
+                                                  submodule_search_locations=[str(root / "erc_core")])
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return importlib.import_module(f"{name}.train")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--before", required=True, help="path of the other checkout (its erc_core/ is imported)")
+    ap.add_argument("--config", default=str(ROOT / "configs/base.yaml"))
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--repeats", type=int, default=32, help="pairs; the first 2 are not timed")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    torch.set_num_threads(args.threads)
+    sys.path.insert(0, str(ROOT))
+    sides = {"before": load_checkout("erc_core_before", Path(args.before).resolve()),
+             "after": importlib.import_module("erc_core.train")}
+    after = sides["after"]
+    over = dict(warmstart_steps=0, progress=False, erc=True, **after.parse_set(args.set))
+    cfgs = {k: T.load_config(args.config, over) for k, T in sides.items()}
+    after.seed_everything(0)
+    task = after.make_task_from(cfgs["after"])
+    model, tok = after.build_model(cfgs["after"], task)
+    importlib.import_module("erc_core.models").warm_start(model, tok, task, steps=100, seed=0)
+    state = copy.deepcopy(model.state_dict())
+    times = {k: {"rollout": [], "old pass": [], "update": []} for k in sides}
+    stats: dict[int, list] = {}
+    for rep in range(args.repeats):
+        for name in (list(sides) if rep % 2 == 0 else list(sides)[::-1]):
+            T, cfg = sides[name], cfgs[name]
+            kw = {"keep_graph": True} if "keep_graph" in inspect.signature(T.old_pass).parameters else {}
+            model.load_state_dict(state)
+            opt, _ = T.make_optimizer(cfg, model)
+            torch.manual_seed(rep)
+            t0 = clock()
+            ro = T.rollout(cfg, model, tok, task, np.random.default_rng(rep), "plain")
+            t1 = clock()
+            parts = T.partition(cfg, ro.keep)
+            T.old_pass(cfg, model, None, ro, parts, **kw)
+            t2 = clock()
+            s, _ = T.update(cfg, model, opt, ro, parts)
+            t3 = clock()
+            stats.setdefault(rep, []).append(s)
+            if rep >= 2:
+                for k, dt in zip(times[name], (t1 - t0, t2 - t1, t3 - t2)):
+                    times[name][k].append(dt)
+    step = {k: [sum(x) for x in zip(*t.values())] for k, t in times.items()}
+    print(f"{args.repeats - 2} timed pairs, {args.clock} clock, torch threads {torch.get_num_threads()}, "
+          f"load avg {os.getloadavg()[0]:.2f}; identical update stats before/after: "
+          f"{all(a == b for a, b in stats.values())}")
+    for name, t in times.items():
+        print(f"{name:7s} " + "  ".join(f"{k} {statistics.median(v) * 1e3:6.1f}" for k, v in t.items())
+              + f"  step {statistics.median(step[name]) * 1e3:6.1f} ms (medians)")
+    r = [a / b for a, b in zip(step["before"], step["after"])]
+    print(f"step time before/after: {statistics.median(r):.3f} (median of pairs; min {min(r):.3f}, max {max(r):.3f})")
+
+
+if __name__ == "__main__":
+    main()
