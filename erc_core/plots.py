@@ -18,6 +18,7 @@ from matplotlib.colors import LinearSegmentedColormap, ListedColormap, TwoSlopeN
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from .style import DPI, FIG_WIDTH, PALETTE, SEQUENCE, SERIES, TINTS, ratio_axis, styled
 
@@ -65,6 +66,7 @@ def fig_temperature(temperatures: torch.Tensor, entropy: torch.Tensor, probs: to
                 color=SEQUENCE[i % len(SEQUENCE)])
     ax1.set(xlabel="token" if vocab <= max_tokens else f"token (first {max_tokens} of {vocab})",
             ylabel="probability", title=f"softmax(z / T), '{labels[0]}'")
+    ax1.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax1.legend(frameon=False)
     for k, name in enumerate(labels):
         ax2.plot(t, h[:, k], marker="os^D"[k % 4], ms=4, ls=("-", "--", ":", "-.")[k % 4], label=name,
@@ -537,7 +539,7 @@ def fig_gate_plane(ratio: torch.Tensor, rho: torch.Tensor, flow: dict, bounds: t
     adv = _np(flow["advantage"]).astype(float)
     kinds = [("grad", "sends gradient", PALETTE["kept"]), ("erc_gated", "stopped by ERC", PALETTE["gated"]),
              ("ppo_clipped", "stopped by the clip", PALETTE["base"]), ("both", "stopped by both", PALETTE["both"])]
-    fig = _figure(3.6)
+    fig = _figure(4.6)
     axes = fig.subplots(1, 2, sharey=True)
     pos = act & (adv > 0)
     for ax, sel, title in ((axes[0], pos, "A > 0"), (axes[1], act & ~pos, "A < 0")):
@@ -549,7 +551,7 @@ def fig_gate_plane(ratio: torch.Tensor, rho: torch.Tensor, flow: dict, bounds: t
         ax.set(xlabel="probability ratio r", title=title)
         ratio_axis(ax, "x")
         ratio_axis(ax, "y")
-        ax.legend(frameon=False, fontsize=9, markerscale=1.5)
+        ax.legend(frameon=False, markerscale=1.5, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1)
     axes[0].set_ylabel("entropy ratio rho")
     return fig
 
@@ -577,7 +579,7 @@ def fig_run_curves(runs: dict, smooth: int = 3) -> Figure:
         if c in used:  # a second run of the same kind: a colour without meaning
             c = SERIES[i % len(SERIES)]
         used.add(c)
-        style = _layer_style(0) if i == 0 else {"lw": 1.6, "zorder": 3 + i}
+        style = {"lw": 3.0, "alpha": 0.6, "zorder": 2} if i == 0 else {"lw": 1.5, "zorder": 3 + i}
         for ax, (key, title) in zip(axes, _CURVES):
             if key == "eval_acc":
                 s = df[key].dropna()

@@ -59,7 +59,7 @@ PALETTE_DOC: dict[str, str] = {
 }
 
 #: Light versions for filled areas / table cells (same meaning as the key in :data:`PALETTE`).
-TINTS: dict[str, str] = {"base": "#F5D9A0", "erc": "#A8DCC9", "kept": "#C7E9DC", "gated": "#8C8C8C",
+TINTS: dict[str, str] = {"base": "#F5D9A0", "erc": "#A8DCC9", "kept": "#C7E9DC", "gated": "#BDBDBD",
                          "fell": "#A6C8E3", "rose": "#F2BFA0", "both": "#CAB2D6", "pad": "#F0F0F0"}
 
 #: Categorical series that carry no ERC meaning (settings, aggregation modes, example distributions).
