@@ -22,7 +22,7 @@ from matplotlib.ticker import FuncFormatter, Locator, LogLocator, MaxNLocator, N
 
 __all__ = ["PALETTE", "PALETTE_DOC", "TINTS", "SERIES", "SEQUENCE", "RC", "FIG_WIDTH", "DPI", "DISPLAY_WIDTH_PX",
            "MIN_DISPLAY_PT", "styled", "display_points", "plain_number", "PlainLogLocator", "ratio_axis",
-           "palette_colors"]
+           "palette_html", "palette_colors"]
 
 #: Colour of each meaning (Okabe-Ito, readable with the common colour-vision deficiencies).
 PALETTE: dict[str, str] = {
@@ -157,3 +157,14 @@ def ratio_axis(ax, which: str = "y") -> None:
     axis.set_major_formatter(FuncFormatter(plain_number))
     axis.set_minor_locator(LogLocator(subs="auto"))
     axis.set_minor_formatter(NullFormatter())
+
+
+def palette_html() -> str:
+    """The colour key as an HTML table (swatch, key, meaning), for the notation-and-glossary page."""
+    import html
+
+    rows = "".join(
+        f"<tr><td style='background:{PALETTE[k]};width:2.5em;border:1px solid #ccc'></td>"
+        f"<td style='padding:0 0.6em'><code>{k}</code></td><td>{html.escape(PALETTE_DOC[k])}</td></tr>"
+        for k in PALETTE)
+    return f"<table class='erc-palette'>{rows}</table>"

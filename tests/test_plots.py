@@ -222,8 +222,8 @@ def _every_figure() -> dict[str, Figure]:
     figs["clip_higher"] = plots.fig_clip_higher(*_clip_curves("dapo"))
     figs["gppo"] = plots.fig_clip_higher(*_clip_curves("gppo"))
     lengths = torch.tensor([4, 16, 64])
-    figs["agg_weights"] = plots.fig_agg_weights(lengths, {a: toy.agg_token_weights(lengths, 64, a) for a in
-                                                          ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")})
+    aggs = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+    figs["agg_weights"] = plots.fig_agg_weights(lengths, {a: toy.agg_token_weights(lengths, 64, a) for a in aggs})
     p = torch.linspace(0, 1, 11)
     kept, exp = zip(*(toy.dynamic_sampling_sweep(p, 50, gs, generator=torch.Generator().manual_seed(0))
                       for gs in (4, 8)))
@@ -247,7 +247,8 @@ def _every_figure() -> dict[str, Figure]:
                            "ratio_outside_frac": rng.random(40) * 0.2}, index=pd.Index(steps, name="step"))
         return df
     figs["run_curves"] = plots.fig_run_curves({"DAPO": run(False), "DAPO + ERC": run(True)})
-    figs["gated_entropy"] = plots.fig_gated_entropy({"DAPO": (rho[m], old_h[m]), "DAPO + ERC": (rho[m] ** 0.5, old_h[m])})
+    figs["gated_entropy"] = plots.fig_gated_entropy({"DAPO": (rho[m], old_h[m]),
+                                                     "DAPO + ERC": (rho[m] ** 0.5, old_h[m])})
     return figs
 
 
@@ -437,10 +438,20 @@ def test_coinciding_traces_stay_visible(every_figure):
     ax = fig.axes[1]  # what PPO-clip sees: both drifts keep the same sampled-token ratio
     collapse, explode = (ln for ln in ax.get_lines() if ln.get_label() in ("collapse", "explode"))
     assert collapse.get_zorder() <= explode.get_zorder()
-    assert collapse.get_linewidth() > explode.get_linewidth() + 1 and collapse.get_markersize() > explode.get_markersize()
+    assert collapse.get_linewidth() > explode.get_linewidth() + 1
+    assert collapse.get_markersize() > explode.get_markersize()
     assert explode.get_linestyle() != "-"
     for name in ("clip_higher", "gppo"):
         for ax in every_figure[name].axes:
             lines = [ln for ln in ax.get_lines() if len(ln.get_xdata()) > 2]
             widths = sorted({round(ln.get_linewidth(), 2) for ln in lines})
             assert len(widths) >= 2 and widths[-1] >= 2 * widths[0], (name, widths)
+
+
+def test_palette_html_lists_every_key_with_its_colour():
+    from erc_core import style
+
+    page = style.palette_html()
+    assert page.count("<tr>") == len(style.PALETTE)
+    for key, colour in style.PALETTE.items():
+        assert f"<code>{key}</code>" in page and f"background:{colour}" in page
