@@ -15,11 +15,12 @@ import ipywidgets as w
 import torch
 
 from erc_core.losses import entropy_ratio, erc_mask
+from erc_core.style import TINTS
 
 __all__ = ["gate_table_html", "erc_band_slider", "gradient_table_html", "gradient_gate_sliders"]
 
 _CELL = "padding:1px 2px;text-align:center;font:10px monospace;border:1px solid #fff"
-_BG = {"kept": "#c7e9c0", "low": "#9ecae1", "high": "#fcae91", "pad": "#f0f0f0"}
+_BG = {"kept": TINTS["kept"], "low": TINTS["fell"], "high": TINTS["rose"], "pad": TINTS["pad"]}
 
 
 def gate_table_html(rho: torch.Tensor, keep: torch.Tensor, response_mask: torch.Tensor,
@@ -95,7 +96,10 @@ def erc_band_slider(entropy: torch.Tensor, old_entropy: torch.Tensor, response_m
     return w.VBox([slider, stack])
 
 
-_GRAD_BG = {"grad": "#c7e9c0", "erc_gated": "#fcae91", "ppo_clipped": "#9ecae1", "both": "#bcbddc", "zero": "#f0f0f0"}
+# the book's palette (erc_core.style): kept = the ERC band's green, gated = grey (black in the figures),
+# PPO-clipped = the base method's orange, both = purple
+_GRAD_BG = {"grad": TINTS["kept"], "erc_gated": TINTS["gated"], "ppo_clipped": TINTS["base"], "both": TINTS["both"],
+            "zero": TINTS["pad"]}
 _GRAD_LABEL = {"grad": "sends gradient", "erc_gated": "stopped by ERC", "ppo_clipped": "stopped by the PPO clip",
                "both": "stopped by both", "zero": "A = 0 or padding"}
 
