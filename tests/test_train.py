@@ -447,3 +447,17 @@ def test_step_record_means_are_over_the_tokens_they_claim(tmp_path, monkeypatch)
             assert clip["grad_clip_frac"] == float(clip["grad_norm"] > cfg["grad_clip"])
         checked += 1
     assert checked >= 2
+
+
+def test_progress_bar_only_on_a_terminal(tmp_path):
+    """progress=True draws a bar on a terminal only: a log file (non-tty stderr) gets none of its refreshes."""
+    import subprocess
+    import sys
+
+    preset = tmp_path / "c.yaml"
+    preset.write_text(yaml.safe_dump(dict(FAST, steps=3, progress=True)))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "erc_core.train", "--config", str(preset), "--out",
+                           str(tmp_path / "run")], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "it/s" not in proc.stderr and "s/it" not in proc.stderr and "%|" not in proc.stderr, proc.stderr[-500:]
