@@ -272,7 +272,7 @@ def main() -> None:
     compile_s = [first["fwd_first"]["auto"] - first["fwd"]["auto"]]
     if "bwd" in first:
         compile_s.append(first["bwd_first"]["auto"] - first["bwd"]["auto"])
-    print(f"\ncompile s (first auto forward[, then first auto forward+backward]): "
+    print("\ncompile s (first auto forward[, then first auto forward+backward]): "
           + ", ".join(f"{x:.1f}" for x in compile_s))
     print(f"graphs compiled in this process: {graph_count()}; shape sweep (rows 1, 3, 37, 255, 513 at "
           f"V={args.vocab[0] + 1}, new temperatures, chunked backward): {sweep_graphs} new graphs, {sweep_s:.1f} s")

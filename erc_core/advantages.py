@@ -93,7 +93,8 @@ def overlong_penalty(lengths: torch.Tensor, max_len: int, buffer_len: int,
     if not (isinstance(max_len, int) and max_len > 0):
         raise ValueError(f"max_len must be an integer > 0, got {max_len!r}")
     if not (isinstance(buffer_len, int) and 0 < buffer_len <= max_len):
-        raise ValueError(f"buffer_len must be an integer with 0 < buffer_len <= max_len ({max_len}), got {buffer_len!r}")
+        raise ValueError(f"buffer_len must be an integer with 0 < buffer_len <= max_len ({max_len}), "
+                         f"got {buffer_len!r}")
     if not penalty_factor >= 0:
         raise ValueError(f"penalty_factor must be >= 0, got {penalty_factor!r}")
     lengths = torch.as_tensor(lengths)

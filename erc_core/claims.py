@@ -11,7 +11,6 @@ the table is one family for Holm's correction (:func:`erc_core.stats.family`); i
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
@@ -191,8 +190,8 @@ def collapse_flags(run: pd.DataFrame) -> dict[str, bool]:
 def health_flags(run: pd.DataFrame) -> dict[str, bool]:
     """The harness-health criteria for a baseline run (one run's per-step table with ``eval_acc`` and
     ``grad_clip_frac``): ``accuracy_kept``: the mean of every 3 consecutive greedy evaluations after the warm start
-    whose last one is at a step >= 100 is >= warm-start accuracy - 0.05; ``clip_rare``: the gradient clip binds in < 50% of the
-    run's updates (mean of ``grad_clip_frac``); ``healthy``: both.
+    whose last one is at a step >= 100 is >= warm-start accuracy - 0.05; ``clip_rare``: the gradient clip binds in
+    < 50% of the run's updates (mean of ``grad_clip_frac``); ``healthy``: both.
 
     Why 3 evaluations: one evaluation of 100 problems at accuracy ~0.5 has a standard deviation of ~0.05, the
     size of the margin, so a single-evaluation rule would fail a run that did not change at all."""

@@ -415,9 +415,10 @@ def logprobs_and_entropy(logits: torch.Tensor, tokens: torch.Tensor, temperature
             logits are not float64, else eager (eager for good, after one warning, on a device type where
             torch.compile failed). ``True``: always compiled (errors propagate). ``False``: always eager. The
             first compiled call in a process compiles (seconds, see the module docstring); later shapes reuse it.
-        validate: True (default) checks values on the host (NaN / +inf logits raise; token ids out of [0, V) raise), one device sync
-            each. False skips those checks for a trainer's hot path that checks its loss instead: the same numbers
-            for valid input (``-inf`` logits included), NaN instead of an error for NaN / +inf logits.
+        validate: True (default) checks values on the host (NaN / +inf logits raise; token ids out of [0, V)
+            raise), one device sync each. False skips those checks for a trainer's hot path that checks its loss
+            instead: the same numbers for valid input (``-inf`` logits included), NaN instead of an error for NaN /
+            +inf logits.
 
     Returns:
         A tuple ``(logp, entropy)`` of ``(...)`` float32 tensors (float64 for float64 logits), differentiable in

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["drift_keep_sampled", "TokenBatch", "token_batch", "UpdateTrace", "offpolicy_updates", "binary_reward_groups",
-           "per_token_loss_curve", "agg_token_weights", "dynamic_sampling_sweep"]
+__all__ = ["drift_keep_sampled", "TokenBatch", "token_batch", "UpdateTrace", "offpolicy_updates",
+           "binary_reward_groups", "per_token_loss_curve", "agg_token_weights", "dynamic_sampling_sweep"]
 
 
 def drift_keep_sampled(old_logits: torch.Tensor, token: int, n_steps: int, *, target: str = "collapse",

@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from tqdm.auto import tqdm
+from tqdm import tqdm
 from transformers import GenerationConfig
 
 from .advantages import dynamic_sampling_mask, grpo_advantages, overlong_penalty
@@ -153,7 +153,7 @@ class Config:
     save_every: int = 250                # checkpoint every k steps (0 = only at the end)
     log_tokens_every: int = 5            # per-token records every k steps (0 = never)
     log_tokens_responses: int = 4        # responses per logged step
-    progress: bool = True                # tqdm bar
+    progress: bool = True                # tqdm bar on a terminal (never in a log file or a notebook page)
 
     def __post_init__(self):
         self.validate()
@@ -908,7 +908,9 @@ def _train(cfg: Config, out_dir: str | os.PathLike, resume: bool, stop_at: int |
         _append_jsonl(metrics_path, [rec])
 
     last = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
-    bar = tqdm(range(start_step + 1, last + 1), desc=out.name, disable=not cfg.progress, dynamic_ncols=True)
+    # disable=None: a bar only where stderr is a terminal (a log file or a notebook page would keep every refresh)
+    bar = tqdm(range(start_step + 1, last + 1), desc=out.name, disable=None if cfg.progress else True,
+               dynamic_ncols=True)
     for step in bar:
         seed_everything(cfg.seed * 1_000_003 + step)  # each step's sampling depends only on (seed, step): resumable
         rng = np.random.default_rng([cfg.seed, step])

@@ -117,7 +117,8 @@ def tensordict_batch(seed=0, b=4, prompt=3, resp=5):
     old_logp = (logp.detach() + 0.3 * torch.randn(b, resp, generator=g, dtype=torch.float64)) * resp_mask
     old_ent = (ent * (1 + 0.2 * torch.randn(b, resp, generator=g, dtype=torch.float64))).abs() * resp_mask
     adv = torch.randn(b, 1, generator=g, dtype=torch.float64).expand(b, resp) * resp_mask
-    td = TensorDict(dict(prompts=torch.ones(b, prompt, dtype=torch.long), responses=torch.ones(b, resp, dtype=torch.long),
+    td = TensorDict(dict(prompts=torch.ones(b, prompt, dtype=torch.long),
+                         responses=torch.ones(b, resp, dtype=torch.long),
                          attention_mask=attn, response_mask=resp_mask.long(), old_log_probs=old_logp,
                          old_entropys=old_ent, advantages=adv), batch_size=[b])
     tu.assign_non_tensor(td, dp_size=1, batch_num_tokens=int(resp_mask.sum()), global_batch_size=b)

@@ -84,11 +84,11 @@ def test_num_threads_is_restored(tmp_path):
     assert recs[0]["torch_threads"] == 1 and torch.get_num_threads() == before
 
 
-def test_bad_config_fails_before_any_compute(tmp_path, capsys):
-    t0 = time.perf_counter()
+def test_bad_config_fails_before_any_compute(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(tr, "build_model", lambda *a, **k: pytest.fail("a model was built for a bad config"))
     with pytest.raises(ConfigError, match="erc_low"):
         train(dict(FAST, erc_low=2.0), tmp_path / "run")
-    assert not (tmp_path / "run").exists() and time.perf_counter() - t0 < 1.0
+    assert not (tmp_path / "run").exists()
     assert main(["--config", str(ROOT / "configs/base.yaml"), "--out", str(tmp_path / "r2"),
                  "--set", "mini_batch_size=7"]) == 2
     assert "mini_batch_size" in capsys.readouterr().err and not (tmp_path / "r2").exists()
@@ -269,7 +269,6 @@ def test_one_trainer_per_folder_and_no_silent_wipe(tmp_path, capsys):
     before = (run / "metrics.jsonl").read_text()
     with open(run / "train.lock", "a") as held:  # another trainer writing this folder
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        t0 = time.perf_counter()
         with pytest.raises(RunLockedError, match="in use"):
             train(dict(FAST, steps=1), run, overwrite=True)
         with pytest.raises(RunLockedError):
@@ -317,7 +316,6 @@ def test_second_trainer_process_fails_at_once(tmp_path):
     (dict(prompts_per_step=10 ** 7), "prompts_per_step", "<= 65536 responses per step"),
 ])
 def test_more_bad_values_name_the_key_before_the_folder_exists(tmp_path, overrides, key, allowed):
-    t0 = time.perf_counter()
     with pytest.raises(ConfigError) as err:
         train(dict(FAST, **overrides), tmp_path / "run")
     assert repr(key) in str(err.value) and allowed in str(err.value), err.value
@@ -447,3 +445,17 @@ def test_step_record_means_are_over_the_tokens_they_claim(tmp_path, monkeypatch)
             assert clip["grad_clip_frac"] == float(clip["grad_norm"] > cfg["grad_clip"])
         checked += 1
     assert checked >= 2
+
+
+def test_progress_bar_only_on_a_terminal(tmp_path):
+    """progress=True draws a bar on a terminal only: a log file (non-tty stderr) gets none of its refreshes."""
+    import subprocess
+    import sys
+
+    preset = tmp_path / "c.yaml"
+    preset.write_text(yaml.safe_dump(dict(FAST, steps=3, progress=True)))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "erc_core.train", "--config", str(preset), "--out",
+                           str(tmp_path / "run")], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "it/s" not in proc.stderr and "s/it" not in proc.stderr and "%|" not in proc.stderr, proc.stderr[-500:]

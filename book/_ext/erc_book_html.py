@@ -20,7 +20,9 @@ _HUB_SHIM = """(function () {
   function hub(mj) {
     return {Queue: function (job) {
       var el = job && job[2];
-      if (el && window.MathJax && window.MathJax.typesetPromise) { window.MathJax.typesetPromise([el]).catch(function () {}); }
+      if (el && window.MathJax && window.MathJax.typesetPromise) {
+        window.MathJax.typesetPromise([el]).catch(function () {});
+      }
     }};
   }
   var mj = window.MathJax = window.MathJax || {};
