@@ -490,7 +490,8 @@ def fig_rho_tokens(rho, old_entropy, bounds: tuple[float, float] = (0.95, 1.05),
 
 @styled
 def fig_offpolicy_updates(rho: torch.Tensor, ratio: torch.Tensor, response_mask: torch.Tensor,
-                          bounds: tuple[float, float] = (0.95, 1.05), clip: tuple[float, float] = (0.2, 0.28)) -> Figure:
+                          bounds: tuple[float, float] = (0.95, 1.05),
+                          clip: tuple[float, float] = (0.2, 0.28)) -> Figure:
     """How one rollout's tokens drift over the mini-batch updates of a step: spread of the entropy ratio (left),
     and the fraction of tokens outside the ERC band and outside the PPO band (right).
 
