@@ -1,5 +1,7 @@
 """Statistics for claims over a few seeds: paired tests, Holm's correction, bounded intervals, verdicts.
 
+Usage::
+
     runs = study.per_run(table, "eval_acc", "last", 3)              # one number per (variant, seed)
     t = paired_test(runs, "dapo", "dapo_erc")                         # dapo_erc - dapo by seed: mean, 95% CI, p
     fam = family([dict(name="acc", **t), ...])                        # Holm over the family: p_holm, verdict

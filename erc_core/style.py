@@ -67,8 +67,10 @@ SERIES: tuple[str, ...] = ("#56B4E9", "#CC79A7", "#333333", "#8C8C8C")
 #: Ordered series (temperatures, group sizes): light to dark.
 SEQUENCE: tuple[str, ...] = ("#9ECAE1", "#4292C6", "#08519C", "#08306B")
 
-FIG_WIDTH = 6.4          # inches; every figure of the book
-DPI = 200                # PNG resolution (the book scales it down: crisp on high-density screens)
+#: Width of every figure of the book, in inches.
+FIG_WIDTH = 6.4
+#: PNG resolution (the book scales it down: crisp on high-density screens).
+DPI = 200
 DISPLAY_WIDTH_PX = 672   # the book's content width on a desktop, CSS px
 MIN_DISPLAY_PT = 9.0     # smallest text at display size, CSS points
 
