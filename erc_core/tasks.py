@@ -24,12 +24,18 @@ __all__ = ["Example", "ArithmeticTask", "CountdownTask", "make_task", "TASKS", "
 @dataclass(frozen=True)
 class Example:
     """One problem. ``prompt``: compact text a tiny model continues (e.g. ``"12+34="``); ``instruction``: the same
-    problem in words for chat models; ``answer``: a reference answer (the one the warm start imitates)."""
+    problem in words for chat models; ``answer``: a reference answer (the one the warm start imitates).
+
+    Chat prompts only: ``system``, the system message (None: the chat template's default one; ``""`` an empty
+    one, which keeps SmolLM2's 20-token default out of every prompt); ``prefix``, the start of the assistant's reply
+    already written into the prompt (e.g. ``"12 + 34 = "``), so that the response is the answer alone."""
 
     prompt: str
     instruction: str
     answer: str
     meta: dict = field(default_factory=dict, compare=False, hash=False)
+    system: str | None = None
+    prefix: str = ""
 
 
 _INT = re.compile(r"-?\d+")
@@ -98,23 +104,30 @@ class ArithmeticTask(_Task):
     """``a op b`` with integers in [0, max_operand] and op in ``ops`` (a subset of ``"+-*"``).
 
     prompt ``"37+45="``, answer ``"82"``; reward 1.0 iff the response is that integer (strict: nothing else).
+
+    ``answer_prefix=True`` (chat models): the instruction is ``"What is 37 + 45? Reply with the number only."``
+    under an empty system message, and the assistant's reply is opened with ``"37 + 45 = "``, so that a strict
+    check asks for the number and the end of the turn right after it (``"82."`` or ``"82\n\nThis"`` score 0).
     """
 
     name = "arith"
     chars = "0123456789+-*="
 
-    def __init__(self, max_operand: int = 99, ops: str = "+-", **kw):
+    def __init__(self, max_operand: int = 99, ops: str = "+-", answer_prefix: bool = False, **kw):
         if max_operand < 1:
             raise ValueError(f"max_operand must be >= 1, got {max_operand}")
         if not ops or set(ops) - set("+-*"):
             raise ValueError(f"ops must be a non-empty subset of '+-*', got {ops!r}")
-        self.max_operand, self.ops = max_operand, ops
+        self.max_operand, self.ops, self.answer_prefix = max_operand, ops, answer_prefix
         super().__init__(**kw)
 
     def generate(self, rng: np.random.Generator) -> Example:
         a, b = (int(x) for x in rng.integers(0, self.max_operand + 1, size=2))
         op = self.ops[int(rng.integers(len(self.ops)))]
         value = {"+": a + b, "-": a - b, "*": a * b}[op]
+        if self.answer_prefix:
+            return Example(prompt=f"{a}{op}{b}=", answer=str(value), meta={"value": value}, system="",
+                           instruction=f"What is {a} {op} {b}? Reply with the number only.", prefix=f"{a} {op} {b} = ")
         return Example(prompt=f"{a}{op}{b}=", answer=str(value),
                        instruction=f"Compute {a} {op} {b}. Reply with the number only.", meta={"value": value})
 
@@ -217,10 +230,12 @@ def make_task(name: str, **kwargs) -> _Task:
 
 def format_prompt(example: Example, tokenizer=None, style: str = "plain") -> str:
     """The text a model continues: ``example.prompt`` ("plain", tiny models) or the tokenizer's chat template
-    around ``example.instruction`` with the assistant turn opened ("chat", instruct models)."""
+    around ``example.instruction`` (after ``example.system`` unless it is None) with the assistant turn opened and
+    ``example.prefix`` appended ("chat", instruct models)."""
     if style == "plain":
         return example.prompt
     if style == "chat":
-        return tokenizer.apply_chat_template([{"role": "user", "content": example.instruction}],
-                                             tokenize=False, add_generation_prompt=True)
+        system = [] if example.system is None else [{"role": "system", "content": example.system}]
+        return tokenizer.apply_chat_template(system + [{"role": "user", "content": example.instruction}],
+                                             tokenize=False, add_generation_prompt=True) + example.prefix
     raise ValueError(f"style must be 'plain' or 'chat', got {style!r}")

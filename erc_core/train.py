@@ -55,7 +55,8 @@ from .advantages import dynamic_sampling_mask, grpo_advantages, overlong_penalty
 from .entropy import logprobs_and_entropy
 from .losses import (AGG_MODES, KL_KINDS, POLICY_LOSSES, agg_loss, entropy_ratio, entropy_ratio_penalty, erc_mask,
                      kl_penalty, policy_loss, stats_to_floats)
-from .models import char_tokenizer, encode_prompts, forward_logits, load_pretrained, tiny_model, warm_start
+from .models import (NEUTRAL_PROCESSING, NEUTRAL_SAMPLING, char_tokenizer, encode_prompts, forward_logits,
+                     load_pretrained, tiny_model, warm_start)
 from .tasks import TASKS, format_prompt, make_task
 
 __all__ = ["Config", "ConfigError", "CheckpointError", "RunLockedError", "load_config", "train", "main",
@@ -97,6 +98,7 @@ class Config:
     task: str = "arith"                  # arith | countdown
     arith_max_operand: int = 20
     arith_ops: str = "+"
+    answer_prefix: bool = False          # arith, chat models: reply opened with "a + b = ", strict reward (tasks.py)
     countdown_numbers: int = 3
     countdown_max_number: int = 9
     eval_size: int = 100                 # held-out problems, never sampled for training
@@ -220,6 +222,7 @@ class Config:
         need("arith_ops", bool(self.arith_ops) and not set(self.arith_ops) - set("+-*"),
              "a non-empty subset of '+-*'")
         need("countdown_numbers", 2 <= self.countdown_numbers <= 4, "an integer in [2, 4]")
+        need("answer_prefix", not self.answer_prefix or self.task == "arith", "true only with task 'arith'")
         need("mini_batch_size", self.batch_size % self.mini_batch_size == 0,
              f"a divisor of prompts_per_step x group_size = {self.batch_size}")
         need("micro_batch_size", self.micro_batch_size == 0 or self.mini_batch_size % self.micro_batch_size == 0,
@@ -334,10 +337,10 @@ def seed_everything(seed: int) -> None:
 
 def make_task_from(cfg: Config):
     if cfg.task == "arith":
-        kw = dict(max_operand=cfg.arith_max_operand, ops=cfg.arith_ops)
+        kw = dict(max_operand=cfg.arith_max_operand, ops=cfg.arith_ops, answer_prefix=cfg.answer_prefix)
     else:
         kw = dict(n_numbers=cfg.countdown_numbers, max_number=cfg.countdown_max_number)
-    return make_task(cfg.task, eval_size=cfg.eval_size, strict=cfg.model == "tiny", **kw)
+    return make_task(cfg.task, eval_size=cfg.eval_size, strict=cfg.model == "tiny" or cfg.answer_prefix, **kw)
 
 
 def build_model(cfg: Config, task):
@@ -384,11 +387,13 @@ class Rollout:
 
 
 def generation_config(cfg: Config, tok, greedy: bool = False) -> GenerationConfig:
-    """Sampling from the FULL temperature-scaled distribution (no top-k / top-p), which the old pass scores."""
+    """Sampling from the FULL temperature-scaled distribution, which the old pass scores: every field that could
+    reshape it is set to its neutral value here, since ``generate`` fills unset fields from the model's own
+    ``generation_config`` (see :data:`erc_core.models.NEUTRAL_SAMPLING`)."""
     common = dict(max_new_tokens=cfg.max_new_tokens, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
     if greedy:
-        return GenerationConfig(do_sample=False, **common)
-    return GenerationConfig(do_sample=True, temperature=cfg.temperature, top_k=0, top_p=1.0, **common)
+        return GenerationConfig(do_sample=False, **common, **NEUTRAL_PROCESSING)
+    return GenerationConfig(do_sample=True, temperature=cfg.temperature, **common, **NEUTRAL_SAMPLING)
 
 
 def response_mask_from(responses: torch.Tensor, eos_id: int) -> torch.Tensor:
@@ -457,9 +462,11 @@ def score_tokens(cfg: Config, model, ro: Rollout, idx: torch.Tensor) -> tuple[to
     The ONE forward used by the old pass, the reference pass and the updates."""
     r = ro.responses.shape[1]
     dev = cfg.device
-    with autocast(cfg):
+    width = ro.input_ids.shape[1]
+    keep = torch.arange(width - r - 1, width - 1, device=dev)  # the positions predicting the responses: (b, R, V)
+    with autocast(cfg):  # as an index, the LM head computes exactly these rows (no copy of a (b, R+1, V) slice)
         logits = forward_logits(model, ro.input_ids[idx].to(dev), ro.attention_mask[idx].to(dev),
-                                logits_to_keep=r + 1)[:, :-1]
+                                logits_to_keep=keep)
     # no per-call value checks (host syncs): update() checks each micro-batch's loss, which any NaN reaches
     return logprobs_and_entropy(logits, ro.responses[idx].to(dev), temperature=cfg.temperature,
                                 chunk_size=cfg.entropy_chunk_size or None, validate=False)

@@ -143,6 +143,63 @@ def test_token_label_and_fig_token_text():
         "no response was logged (every logged step had all advantages 0)"]
 
 
+def _study_table() -> pd.DataFrame:
+    """Two variants x 2 seeds x 4 RL steps, eval at steps 0 and 4, in the layout of erc_core.study.collect."""
+    rows = []
+    for variant, erc in (("dapo", False), ("dapo_erc", True)):
+        for seed in (0, 1):
+            rows.append(dict(run_id=f"{variant}__seed{seed}", variant=variant, seed=seed, step=0, eval_acc=0.2,
+                             time_total=10.0, time_eval=10.0))
+            for step in range(1, 5):
+                out = 0.1 * step + 0.01 * seed
+                rows.append(dict(run_id=f"{variant}__seed{seed}", variant=variant, seed=seed, step=step,
+                                 reward_mean=0.1 * step + 0.1 * seed, entropy_mean=1.0 + seed,
+                                 erc_clipfrac=out if erc else 0.0, ratio_outside_frac=out,
+                                 time_generate=1.0, time_old=1.0, time_update=2.0, time_step=4.0,
+                                 tokens_per_s=8.0 + seed, time_total=10.0 + 4.0 * step + (3.0 if step == 4 else 0.0),
+                                 time_eval=3.0 if step == 4 else None, eval_acc=0.3 + 0.1 * seed if step == 4 else None))
+    return pd.DataFrame(rows)
+
+
+def test_seed_range_is_the_mean_and_range_over_seeds_with_step_0_where_measured():
+    t = _study_table()
+    acc = plots_llm.seed_range(t, "dapo_erc", "eval_acc")
+    assert acc.index.tolist() == [0, 4]
+    assert acc.loc[4, "mean"] == pytest.approx(0.35) and acc.loc[4, "low"] == pytest.approx(0.3)
+    assert acc.loc[4, "high"] == pytest.approx(0.4) and acc.loc[4, "n"] == 2
+    rew = plots_llm.seed_range(t, "dapo", "reward_mean", smooth=3)
+    assert rew.index.tolist() == [1, 2, 3, 4]
+    assert rew.loc[1, "low"] == pytest.approx(0.15) and rew.loc[1, "high"] == pytest.approx(0.25)  # mean of steps 1-2
+    with pytest.raises(ValueError, match="metric"):
+        plots_llm.seed_range(t, "dapo", "nope")
+    with pytest.raises(ValueError, match="variant"):
+        plots_llm.seed_range(t, "gppo", "reward_mean")
+    with pytest.raises(ValueError, match="smooth"):
+        plots_llm.seed_range(t, "dapo", "reward_mean", smooth=0)
+
+
+def test_fig_shipped_runs_shows_gated_for_erc_and_would_gate_for_dapo():
+    fig = plots_llm.fig_shipped_runs(_study_table(), {"dapo": "DAPO", "dapo_erc": "DAPO + ERC"})
+    assert len(fig.axes) == 4 and _png_bytes(fig) > 10000
+    labels = [ln.get_label() for ln in fig.axes[3].get_lines()]
+    assert labels == ["DAPO: would gate", "DAPO + ERC: gated"]
+    acc_line = fig.axes[0].get_lines()[1]
+    assert acc_line.get_xdata().tolist() == [0, 4] and acc_line.get_ydata()[1] == pytest.approx(0.35)
+    with pytest.raises(ValueError, match="empty"):
+        plots_llm.fig_shipped_runs(_study_table(), {})
+
+
+def test_time_split_shares_sum_to_one_and_wall_time_is_the_last_total():
+    ts = plots_llm.time_split(_study_table())
+    assert ts.index.tolist() == ["dapo__seed0", "dapo__seed1", "dapo_erc__seed0", "dapo_erc__seed1"]
+    row = ts.loc["dapo_erc__seed1"]
+    assert row["steps"] == 4 and row["s_per_step"] == pytest.approx(4.0) and row["wall_s"] == pytest.approx(29.0)
+    assert (row["share_generate"], row["share_old"], row["share_update"]) == pytest.approx((0.25, 0.25, 0.5))
+    assert row["tokens_per_s"] == pytest.approx(9.0) and row["eval_s"] == pytest.approx(13.0)
+    with pytest.raises(ValueError, match="time_old"):
+        plots_llm.time_split(_study_table().drop(columns="time_old"))
+
+
 # ---------------------------------------------------------------------------------------------- the chapter
 def _kernel() -> str:
     from jupyter_client.kernelspec import KernelSpecManager
@@ -192,7 +249,7 @@ def test_chapter_07_cpu_smoke_run(tmp_path):
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
               if o.output_type in ("display_data", "execute_result") and "image/png" in o.get("data", {})]
     captioned = [c for c in nb.cells if c.metadata.get("mystnb", {}).get("figure", {}).get("caption")]
-    assert len(images) == len(captioned) == 4
+    assert len(images) == len(captioned) == 6  # the shipped runs and their tokens, then the live part
 
 
 @pytest.mark.slow

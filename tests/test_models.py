@@ -59,3 +59,49 @@ def test_smollm2_loads_and_trains_two_steps(tmp_path):
         assert all(map(torch.isfinite, torch.tensor([r["loss"], r["grad_norm"], r["entropy_mean"]])))
         assert r["entropy_mean"] > 0 and r["response_len"] > 0
     print(f"SmolLM2 smoke: {time.perf_counter() - t0:.1f} s for load + 2 RL steps")
+
+
+def _first_token_freqs(model, tok, temperature: float, n: int = 4000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sampled first-response-token frequencies of the trainer's rollout (``erc_core.train.generate``) and the plain
+    temperature-scaled softmax the old pass scores, both (V,)."""
+    from erc_core.train import Config, generate
+
+    cfg = Config(max_new_tokens=2, temperature=temperature)
+    torch.manual_seed(0)
+    responses = generate(cfg, model, tok, ["11+11="] * n)[2]
+    freqs = torch.bincount(responses[:, 0], minlength=len(tok)).double() / n
+    ids, mask = encode_prompts(tok, ["11+11="])
+    with torch.no_grad():
+        probs = torch.softmax(forward_logits(model, ids, mask)[0, -1].double() / temperature, -1)
+    return freqs, probs
+
+
+def test_rollouts_sample_the_plain_softmax_whatever_the_checkpoint_generation_config(tmp_path):
+    """A checkpoint whose generation_config sets repetition_penalty, top_k, min_p, no_repeat_ngram_size, ...: once
+    loaded with load_pretrained, rollouts sample exactly softmax(logits / T) (total variation at sampling-noise
+    level); the same checkpoint loaded raw shows what leaks into ``generate`` otherwise."""
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    from erc_core.models import load_pretrained
+
+    tok = char_tokenizer("0123456789+=")
+    model = tiny_model(tok, hidden=32, layers=1, heads=2)
+    with torch.no_grad():
+        model.model.norm.weight.mul_(3.0)  # peaked next-token distributions, so truncations matter
+    model.generation_config = GenerationConfig(
+        do_sample=True, top_k=5, top_p=0.5, min_p=0.3, typical_p=0.5, repetition_penalty=2.0,
+        no_repeat_ngram_size=1, min_new_tokens=2, suppress_tokens=[5], bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+
+    loaded, ltok = load_pretrained(str(tmp_path))
+    assert loaded.generation_config.min_p is None and loaded.generation_config.suppress_tokens is None
+    freqs, probs = _first_token_freqs(loaded, ltok, temperature=0.8)
+    assert 0.5 * (freqs - probs).abs().sum() < 0.05  # sampling noise of 4000 draws over 16 tokens: ~0.02
+    assert probs.max() < 0.6 and (probs > 0.04).sum() >= 4  # several tokens in play: a truncation would show
+
+    raw = AutoModelForCausalLM.from_pretrained(tmp_path).eval()  # not neutralised: min_p, suppress_tokens leak
+    freqs_raw, probs_raw = _first_token_freqs(raw, ltok, temperature=0.8)
+    torch.testing.assert_close(probs_raw, probs)
+    assert 0.5 * (freqs_raw - probs_raw).abs().sum() > 0.3  # min_p 0.3 alone keeps only the top token here

@@ -96,3 +96,24 @@ def test_eval_split_covering_every_problem_is_an_error_not_a_hang():
     task = make_task("arith", max_operand=2, ops="+", eval_size=9)  # 3 x 3 = 9 problems, all held out
     with pytest.raises(ValueError, match="eval_size"):
         task.sample(np.random.default_rng(0), 4)
+
+
+def test_answer_prefix_chat_prompt_and_strict_reward():
+    """answer_prefix: empty system message, the reply opened with "a + b = ", and only the bare number earns 1."""
+    task = ArithmeticTask(max_operand=20, ops="+", answer_prefix=True, eval_size=10)
+    ex = task.sample(np.random.default_rng(0), 1)[0]
+    a, b = (int(x) for x in ex.prompt[:-1].split("+"))
+    assert ex.prefix == f"{a} + {b} = " and ex.system == "" and ex.meta["value"] == a + b
+    assert ex.instruction == f"What is {a} + {b}? Reply with the number only."
+
+    class Tok:
+        def apply_chat_template(self, msgs, tokenize, add_generation_prompt):
+            return "".join(f"<{m['role']}>{m['content']}" for m in msgs) + "<assistant>"
+
+    assert format_prompt(ex, Tok(), "chat") == f"<system><user>{ex.instruction}<assistant>{a} + {b} = "
+    plain = ArithmeticTask(max_operand=20, ops="+", eval_size=10).eval_split[0]
+    assert format_prompt(plain, Tok(), "chat") == f"<user>{plain.instruction}<assistant>"  # no system, no prefix
+    right = str(a + b)
+    for response, expected in [(right, 1.0), (f" {right}\n", 1.0), (f"{right}.", 0.0), (f"{right}\n\nThis", 0.0),
+                               (f"{a + b + 1}", 0.0), (f"{right} + 1", 0.0)]:
+        assert task.reward(response, ex) == expected, response
