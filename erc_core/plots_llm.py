@@ -40,9 +40,10 @@ def precision_entropies(logits_fp32: torch.Tensor, logits_bf16: torch.Tensor) ->
         logits_bf16: (N, V) logits of the same positions from a bf16 (autocast) forward.
 
     Returns:
-        A dict of ``(N,)`` float32 tensors keyed by ``PRECISIONS`` -- the reference; ``entropy_from_logits`` of the bf16 logits (fp32 arithmetic,
-        what the trainer does under bf16 autocast); and the entropy computed in bf16 arithmetic throughout
-        (``-(softmax * log_softmax).sum()`` on bf16 tensors), the shortcut the trainer avoids.
+        A dict of ``(N,)`` float32 tensors keyed by ``PRECISIONS`` -- the reference; ``entropy_from_logits`` of
+        the bf16 logits (fp32 arithmetic, what the trainer does under bf16 autocast); and the entropy computed in
+        bf16 arithmetic throughout (``-(softmax * log_softmax).sum()`` on bf16 tensors), the shortcut the trainer
+        avoids.
     """
     if logits_fp32.shape != logits_bf16.shape or logits_fp32.ndim != 2:
         raise ValueError(f"expected two (N, V) tensors of one shape, got {tuple(logits_fp32.shape)} and "
@@ -81,7 +82,8 @@ def response_entropies_by_precision(model, tokenizer, prompts: list[str], device
     return precision_entropies(z32, z16), texts
 
 
-def outside_band_share(entropies: dict[str, torch.Tensor], bounds: tuple[float, float] = (0.95, 1.05)) -> dict[str, float]:
+def outside_band_share(entropies: dict[str, torch.Tensor],
+                       bounds: tuple[float, float] = (0.95, 1.05)) -> dict[str, float]:
     """For each entry of ``entropies`` (the reference first), the share of positions whose entropy ratio to the
     reference, ``(H + 1e-8) / (H_ref + 1e-8)``, leaves the open band: what ERC would gate on that difference alone
     (0 for the reference itself)."""
@@ -202,7 +204,8 @@ def fig_llm_run(runs: dict[str, pd.DataFrame]) -> Figure:
 
 
 # ---------------------------------------------------------------------------------------------- tokens
-def pick_responses(tokens: pd.DataFrame, n: int = 4, bounds: tuple[float, float] = (0.95, 1.05)) -> list[tuple[int, int]]:
+def pick_responses(tokens: pd.DataFrame, n: int = 4,
+                   bounds: tuple[float, float] = (0.95, 1.05)) -> list[tuple[int, int]]:
     """``n`` logged (step, response) pairs to show token by token: from the LAST logged step (the most trained
     policy), the responses with the most tokens outside the ERC band first (ties: the first logged).
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Example", "ArithmeticTask", "CountdownTask", "make_task", "TASKS", "parse_int", "safe_eval", "format_prompt"]
+__all__ = ["Example", "ArithmeticTask", "CountdownTask", "make_task", "TASKS", "parse_int", "safe_eval",
+           "format_prompt"]
 
 
 @dataclass(frozen=True)

