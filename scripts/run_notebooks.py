@@ -130,6 +130,29 @@ def colab_revision(root: Path = ROOT) -> str | None:
 COLAB_CELL_ID = "colab-setup"
 
 
+COLAB_CELL_SOURCE = ROOT / "scripts" / "colab_setup_cell.py"  # the one copy of the hidden Colab set-up cell
+
+
+def place_colab_cell(nb: Path, source: Path = COLAB_CELL_SOURCE) -> bool:
+    """Write ``source`` (the set-up cell's code) into notebook ``nb`` as its hidden cell ``colab-setup`` at index 1,
+    replacing the one there; True when the notebook changed. ``python scripts/run_notebooks.py --place-colab-cell``
+    runs it on every chapter."""
+    import nbformat
+
+    book = nbformat.read(nb, as_version=4)
+    code = source.read_text().rstrip("\n")
+    cells = [c for c in book.cells if c.get("id") == COLAB_CELL_ID]
+    if cells and cells[0].source == code and book.cells.index(cells[0]) == 1:
+        return False
+    for c in cells:
+        book.cells.remove(c)
+    cell = nbformat.v4.new_code_cell(code, metadata={"tags": ["remove-cell"]})
+    cell.id = COLAB_CELL_ID
+    book.cells.insert(1, cell)
+    nbformat.write(book, nb)
+    return True
+
+
 def pin_colab_cell(nb: Path, rev: str | None) -> None:
     """Write ``REV = "<rev>"`` into the Colab set-up cell (id ``colab-setup``) of the (staged) notebook ``nb``;
     None, or a notebook without that cell, is left as it is."""
@@ -272,6 +295,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--params", type=Path, default=None, metavar="YAML",
                     help="per-notebook papermill parameters: a mapping from notebook name (e.g. 03_erc_gate) to "
                          "a mapping of parameters, applied over -p")
+    ap.add_argument("--place-colab-cell", action="store_true",
+                    help=f"write {COLAB_CELL_SOURCE.relative_to(ROOT)} into every chapter as its hidden set-up cell "
+                         "and exit")
     ap.add_argument("--html", type=Path, default=None, metavar="DIR",
                     help="then build the staged book to DIR/_build/html (jupyter-book, -W -n)")
     ap.add_argument("--only", nargs="+", default=None, help="run only these notebooks (paths as in _toc.yml)")
@@ -288,6 +314,10 @@ def main(argv: list[str] | None = None) -> int:
     params = {name: yaml.safe_load(value) for name, value in args.parameter}
     per_notebook = notebook_params(args.params) if args.params else {}
     notebooks = toc_notebooks(root)
+    if args.place_colab_cell:
+        for nb in notebooks:
+            print(f"[run_notebooks] {nb}: {'updated' if place_colab_cell(root / nb) else 'unchanged'}")
+        return 0
     if args.only:
         wanted = {str(Path(o).with_suffix("")) for o in args.only}
         notebooks = [nb for nb in notebooks if str(nb.with_suffix("")) in wanted]
