@@ -153,6 +153,25 @@ def place_colab_cell(nb: Path, source: Path = COLAB_CELL_SOURCE) -> bool:
     return True
 
 
+def alt_text_from_captions(nb: Path) -> int:
+    """Give every captioned figure of the (staged) notebook ``nb`` its caption as alt text (myst-nb's
+    ``mystnb.image.alt``), as plain text: MyST roles, math dollars and backticks removed. Returns how many."""
+    data = json.loads(nb.read_text())
+    n = 0
+    for cell in data["cells"]:
+        mystnb = cell.get("metadata", {}).get("mystnb", {})
+        caption = mystnb.get("figure", {}).get("caption")
+        if caption and not mystnb.get("image", {}).get("alt"):
+            plain = re.sub(r"\{[a-z:]+\}`([^`]*)`", r"\1", caption)       # {py:func}`x` -> x
+            plain = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", plain)      # [text](link) -> text
+            plain = " ".join(plain.replace("$", "").replace("`", "").split())
+            mystnb.setdefault("image", {})["alt"] = plain
+            n += 1
+    if n:
+        nb.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+    return n
+
+
 def pin_colab_cell(nb: Path, rev: str | None) -> None:
     """Write ``REV = "<rev>"`` into the Colab set-up cell (id ``colab-setup``) of the (staged) notebook ``nb``;
     None, or a notebook without that cell, is left as it is."""
@@ -366,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
             (stage / nb).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(cached, stage / nb)
             pin_colab_cell(stage / nb, rev)
+            alt_text_from_captions(stage / nb)
     print(report(rows))
     print(f"[run_notebooks] {len(notebooks)} notebook(s) in {time.perf_counter() - t0:.1f} s; staged in {stage}")
     if failed:

@@ -335,6 +335,19 @@ def test_built_chapter_serves_widgets_and_mathjax_locally(book_html):
     assert page.count("application/vnd.jupyter.widget-view+json") == 1
 
 
+def test_every_figure_has_its_caption_as_alt_text(book_html):
+    """Screen readers and broken images get the caption's words, not a hash file name."""
+    bad = {}
+    for page in sorted((book_html / "notebooks").glob("*.html")):
+        imgs = re.findall(r"<img\b[^>]*>", page.read_text(encoding="utf-8"))
+        alts = [re.search(r'alt="([^"]*)"', tag) for tag in imgs if "_images/" in tag]
+        missing = [a.group(1)[:40] if a else None for a in alts if not a or len(a.group(1)) < 20
+                   or a.group(1).endswith((".png", ".svg"))]
+        if missing:
+            bad[page.name] = missing
+    assert not bad, bad
+
+
 def test_no_repository_or_launch_buttons_while_the_repository_is_a_placeholder(book_html):
     """_config.yml's repository.placeholder is the one switch: while it is true no page links to the repository,
     its issues or edit pages, nor to Binder or Colab (they would open a repository that does not exist)."""
