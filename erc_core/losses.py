@@ -26,6 +26,8 @@ from typing import Callable
 
 import torch
 
+from .band import PAPER_BAND, Band
+
 __all__ = [
     "POLICY_LOSSES", "AGG_MODES", "register_policy_loss", "policy_loss", "agg_loss", "masked_mean",
     "entropy_ratio", "erc_mask", "apply_erc_gate", "entropy_ratio_penalty", "kl_penalty", "stats_to_floats",
@@ -91,22 +93,12 @@ def entropy_ratio(entropy: torch.Tensor, old_entropy: torch.Tensor) -> torch.Ten
     return (entropy + RATIO_EPS) / (old_entropy + RATIO_EPS)
 
 
-def _check_bounds(bounds: tuple[float, float], name: str) -> tuple[float, float]:
-    try:
-        low, high = (float(b) for b in bounds)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a pair (low, high), got {bounds!r}") from None
-    if not (0.0 <= low < 1.0 < high) or math.isnan(high):
-        raise ValueError(f"{name} must satisfy 0 <= low < 1 < high (high may be inf), got {bounds!r}")
-    return low, high
-
-
 def erc_mask(entropy: torch.Tensor, old_entropy: torch.Tensor, response_mask: torch.Tensor,
-             bounds: tuple[float, float] = (0.95, 1.05)) -> torch.Tensor:
-    """The ERC keep mask: ``low < rho_t < high`` (strict) and t is a response token. (B, T) -> bool (B, T)."""
-    low, high = _check_bounds(bounds, "erc_bounds")
+             bounds: Band | tuple[float, float] = PAPER_BAND) -> torch.Tensor:
+    """The ERC keep mask: ``low < rho_t < high`` (strict, :meth:`Band.keep`) and t is a response token.
+    (B, T) -> bool (B, T)."""
     rho = entropy_ratio(entropy.detach(), old_entropy.detach())
-    return (rho > low) & (rho < high) & response_mask.bool()
+    return Band.of(bounds, "erc_bounds").keep(rho) & response_mask.bool()
 
 
 def apply_erc_gate(loss_mat: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -326,7 +318,7 @@ def policy_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: 
                 response_mask: torch.Tensor, *, entropy: torch.Tensor | None = None,
                 old_entropy: torch.Tensor | None = None, mode: str = "dapo", clip_low: float = 0.2,
                 clip_high: float = 0.28, clip_c: float = 10.0,
-                erc_bounds: tuple[float, float] | None = (0.95, 1.05),
+                erc_bounds: Band | tuple[float, float] | None = PAPER_BAND,
                 agg: str = "token-mean", mode_options: dict | None = None, validate: bool = True,
                 stats_as_tensors: bool = False) -> tuple[torch.Tensor, dict]:
     """Clipped policy-gradient loss with the ERC gate, as in the official ``grpo_erc`` / ``gppo_erc``.
@@ -378,7 +370,7 @@ def policy_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: 
     _check_tensor("advantages", advantages, shape, validate)
     bounds = None
     if erc_bounds is not None:
-        bounds = _check_bounds(erc_bounds, "erc_bounds")
+        bounds = Band.of(erc_bounds, "erc_bounds")
         if entropy is None or old_entropy is None:
             raise ValueError("erc_bounds is set, so entropy and old_entropy are required "
                              "(pass erc_bounds=None for the loss without the ERC gate)")
@@ -416,8 +408,8 @@ def policy_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: 
             keep = erc_mask(entropy, old_entropy, response_mask, bounds)
             loss_mat = apply_erc_gate(loss_mat, keep)
             stats["erc_clipfrac"] = masked_mean((~keep).to(mask.dtype), mask)
-            stats["erc_clipfrac_low"] = masked_mean((rho <= bounds[0]).to(mask.dtype), mask)
-            stats["erc_clipfrac_high"] = masked_mean((rho >= bounds[1]).to(mask.dtype), mask)
+            stats["erc_clipfrac_low"] = masked_mean(bounds.fell(rho).to(mask.dtype), mask)
+            stats["erc_clipfrac_high"] = masked_mean(bounds.rose(rho).to(mask.dtype), mask)
     return agg_loss(loss_mat, mask, agg), (stats if stats_as_tensors else stats_to_floats(stats))
 
 
@@ -446,7 +438,7 @@ def entropy_ratio_penalty(entropy: torch.Tensor, old_entropy: torch.Tensor, resp
 
     Shapes: (B, T) each -> scalar.
     """
-    low, high = _check_bounds(bounds, "bounds")
+    low, high = Band.of(bounds, "bounds")
     if not (math.isfinite(coef) and coef >= 0):
         raise ValueError(f"coef must be a finite number >= 0, got {coef!r}")
     for name, x in (("old_entropy", old_entropy), ("response_mask", response_mask)):

@@ -20,6 +20,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
+from .band import Band
 from .style import DPI, FIG_WIDTH, PALETTE, SEQUENCE, SERIES, TINTS, ratio_axis, styled
 
 __all__ = ["COLORS", "fig_temperature", "fig_ppo_blind_spot", "fig_erc_gate", "fig_offpolicy_drift",
@@ -453,7 +454,7 @@ def fig_overlong(lengths: torch.Tensor, penalty: torch.Tensor, max_len: int, buf
 
 def _gate_kind(rho: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:
     """0 kept, 1 gated because the entropy fell (rho <= low), 2 because it rose (rho >= high)."""
-    return np.where(rho <= bounds[0], 1, np.where(rho >= bounds[1], 2, 0))
+    return np.asarray(Band.of(bounds, "bounds").kind(np.asarray(rho)))
 
 
 @styled
@@ -514,7 +515,7 @@ def fig_offpolicy_updates(rho: torch.Tensor, ratio: torch.Tensor, response_mask:
     ax1.axhspan(*bounds, color=PALETTE["erc"], alpha=0.25, lw=0, label=f"ERC band {tuple(bounds)}")
     ax1.set(xlabel="updates already taken on this rollout", ylabel="rho", title="entropy ratio spread", xticks=u)
     ax1.legend(frameon=False)
-    erc = [float(((v <= bounds[0]) | (v >= bounds[1])).mean()) for v in vals]
+    erc = [float(Band.of(bounds, "bounds").gated(v).mean()) for v in vals]
     ppo = [float(((p[m] < 1 - clip[0]) | (p[m] > 1 + clip[1])).mean()) for p in pr]
     ax2.plot(u, erc, marker="o", color=PALETTE["erc"], label="outside the ERC band")
     ax2.plot(u, ppo, marker="s", ls="--", color=PALETTE["base"], label=f"r outside [1-{clip[0]:g}, 1+{clip[1]:g}]")

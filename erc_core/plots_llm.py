@@ -20,6 +20,7 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from .band import Band
 from .entropy import entropy_from_logits
 from .losses import entropy_ratio, erc_mask
 from .plots import COLORS
@@ -215,7 +216,7 @@ def pick_responses(tokens: pd.DataFrame, n: int = 4,
     if tokens.empty:
         return []
     last = tokens[tokens["step"] == tokens["step"].max()]
-    out = (last["ratio"] <= bounds[0]) | (last["ratio"] >= bounds[1])
+    out = Band.of(bounds, "bounds").gated(last["ratio"])
     counts = out.groupby([last["step"], last["response"]], sort=False).sum()
     order = sorted(range(len(counts)), key=lambda i: (-int(counts.iloc[i]), i))
     return [(int(s), int(r)) for s, r in (counts.index[i] for i in order[:n])]
@@ -254,7 +255,7 @@ def fig_token_text(tokens: pd.DataFrame, pairs: list[tuple[int, int]], bounds: t
             if col + len(label) > width and cur:
                 lines.append(cur)
                 cur, col = [], 0
-            kind = 1 if rho <= bounds[0] else 2 if rho >= bounds[1] else 0
+            kind = int(Band.of(bounds, "bounds").kind(rho))
             cur.append((label, kind))
             col += len(label) + 1
         if cur:

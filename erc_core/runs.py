@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .band import Band
+
 __all__ = ["read_metrics", "read_tokens", "gate_summary", "compare_runs", "StepTrace", "replay_step", "gradient_flow",
            "hardware"]
 
@@ -67,11 +69,9 @@ def gate_summary(tokens: pd.DataFrame, bounds: tuple[float, float] = (0.95, 1.05
         dict with n_tokens, n_gated, n_gated_low (entropy fell), n_gated_high (rose), gated_frac, and
         mean_old_entropy_{gated,kept,gated_low,gated_high} (NaN when the group is empty).
     """
-    low, high = bounds
-    if not 0 <= low < 1 < high:
-        raise ValueError(f"bounds must satisfy 0 <= low < 1 < high, got {bounds!r}")
+    band = Band.of(bounds, "bounds")
     rho, h = tokens["ratio"].to_numpy(float), tokens["old_entropy"].to_numpy(float)
-    lo, hi = rho <= low, rho >= high
+    lo, hi = band.fell(rho), band.rose(rho)
     gated = lo | hi
 
     def mean(sel: np.ndarray) -> float:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .band import Band
+
 __all__ = ["drift_keep_sampled", "TokenBatch", "token_batch", "UpdateTrace", "offpolicy_updates",
            "binary_reward_groups", "per_token_loss_curve", "agg_token_weights", "dynamic_sampling_sweep"]
 
@@ -173,7 +175,7 @@ class UpdateTrace:
     def outside_band(self, bounds: tuple[float, float]) -> torch.Tensor:
         """(K+1,) fraction of response positions whose entropy ratio is outside the open band ``bounds``."""
         r = self.rho[:, self.response_mask]
-        return ((r <= bounds[0]) | (r >= bounds[1])).float().mean(-1)
+        return Band.of(bounds, "bounds").gated(r).float().mean(-1)
 
 
 def offpolicy_updates(batch: TokenBatch, n_updates: int, lr: float, *, mode: str = "dapo",

@@ -14,6 +14,7 @@ from typing import Sequence
 import ipywidgets as w
 import torch
 
+from erc_core.band import Band
 from erc_core.losses import entropy_ratio, erc_mask
 from erc_core.style import TINTS
 
@@ -38,8 +39,9 @@ def gate_table_html(rho: torch.Tensor, keep: torch.Tensor, response_mask: torch.
         HTML: a one-line summary (gated counts below / above the band) and the colored table.
     """
     m = response_mask.bool()
-    low, high = bounds
-    n_low, n_high = int(((rho <= low) & m).sum()), int(((rho >= high) & m).sum())
+    band = Band.of(bounds, "bounds")
+    low, high = band
+    n_low, n_high = int((band.fell(rho) & m).sum()), int((band.rose(rho) & m).sum())
     n_gated, n_tok = int((~keep & m).sum()), int(m.sum())
     rows = []
     n_rows, n_cols = min(rho.shape[0], max_rows), min(rho.shape[1], max_cols)
@@ -50,7 +52,7 @@ def gate_table_html(rho: torch.Tensor, keep: torch.Tensor, response_mask: torch.
                 kind, text = "pad", "&middot;"
             else:
                 r = float(rho[b, t])
-                kind = "kept" if keep[b, t] else ("low" if r <= low else "high")
+                kind = "kept" if keep[b, t] else ("low" if band.fell(r) else "high")
                 text = f"{r:.3f}"
             cells.append(f'<td style="{_CELL};background:{_BG[kind]}" title="{kind}">{text}</td>')
         rows.append(f"<tr><th style='{_CELL}'>{b}</th>{''.join(cells)}</tr>")

@@ -41,7 +41,6 @@ With ``erc_low=0, erc_high=inf`` the trainer's updates equal ``GRPOTrainer``'s b
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass, field
 
@@ -50,6 +49,7 @@ import trl
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
+from erc_core.band import Band
 from erc_core.losses import apply_erc_gate, entropy_ratio, erc_mask
 
 __all__ = ["ERCGRPOConfig", "ERCGRPOTrainer", "TRL_VERSIONS", "check_trl_version"]
@@ -83,9 +83,7 @@ class ERCGRPOConfig(GRPOConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        low, high = float(self.erc_low), float(self.erc_high)
-        if not (0.0 <= low < 1.0 < high) or math.isnan(high):
-            raise ValueError(f"need 0 <= erc_low < 1 < erc_high (erc_high may be inf), got ({low!r}, {high!r})")
+        Band.of((self.erc_low, self.erc_high), "(erc_low, erc_high)")
 
 
 class ERCGRPOTrainer(GRPOTrainer):
@@ -95,7 +93,7 @@ class ERCGRPOTrainer(GRPOTrainer):
         super().__init__(*args, **kwargs)
         if not isinstance(self.args, ERCGRPOConfig):
             raise TypeError(f"ERCGRPOTrainer needs args=ERCGRPOConfig(...), got {type(self.args).__name__}")
-        self.erc_bounds = (float(self.args.erc_low), float(self.args.erc_high))
+        self.erc_bounds = Band(self.args.erc_low, self.args.erc_high)
         if self.beta != 0.0:
             warnings.warn("ERCGRPOTrainer with beta != 0: the KL term of a gated token loses its gradient too "
                           "(the official ERC adds the KL loss outside the gate)", stacklevel=2)
@@ -165,10 +163,9 @@ class ERCGRPOTrainer(GRPOTrainer):
             keep = erc_mask(entropies, old_entropy, mask, self.erc_bounds)
             rho = entropy_ratio(entropies.detach(), old_entropy)
             logps = apply_erc_gate(logps, keep)
-        low, high = self.erc_bounds
         m = mask.float()
-        sums = torch.stack([((~keep) & mask).float().sum(), ((rho <= low) & mask).float().sum(),
-                            ((rho >= high) & mask).float().sum(), (rho * m).sum(), m.sum()])
+        sums = torch.stack([((~keep) & mask).float().sum(), (self.erc_bounds.fell(rho) & mask).float().sum(),
+                            (self.erc_bounds.rose(rho) & mask).float().sum(), (rho * m).sum(), m.sum()])
         sums = self.accelerator.reduce(sums, reduction="sum")
         n = sums[4].clamp(min=1.0)
         metrics = self._metrics["train" if self.model.training else "eval"]
