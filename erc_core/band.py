@@ -77,5 +77,5 @@ class Band:
         return f"({self.low:g}, {self.high:g})"
 
 
-#: The paper's band, for DAPO and GPPO alike (official scripts: erc_low 0.95, erc_high 1.05).
+#: The band of the paper's runs, for DAPO and GPPO alike; the official scripts set erc_low 0.95 and erc_high 1.05.
 PAPER_BAND = Band(0.95, 1.05)

@@ -95,7 +95,7 @@ def entropy_ratio(entropy: torch.Tensor, old_entropy: torch.Tensor) -> torch.Ten
 
 def erc_mask(entropy: torch.Tensor, old_entropy: torch.Tensor, response_mask: torch.Tensor,
              bounds: Band | tuple[float, float] = PAPER_BAND) -> torch.Tensor:
-    """The ERC keep mask: ``low < rho_t < high`` (strict, :meth:`Band.keep`) and t is a response token.
+    """The ERC keep mask: ``low < rho_t < high`` (strict, :meth:`erc_core.band.Band.keep`) and t is a response token.
     (B, T) -> bool (B, T)."""
     rho = entropy_ratio(entropy.detach(), old_entropy.detach())
     return Band.of(bounds, "erc_bounds").keep(rho) & response_mask.bool()

@@ -64,15 +64,17 @@ TINTS: dict[str, str] = {"base": "#F5D9A0", "erc": "#A8DCC9", "kept": "#C7E9DC",
 
 #: Categorical series that carry no ERC meaning (settings, aggregation modes, example distributions).
 SERIES: tuple[str, ...] = ("#56B4E9", "#CC79A7", "#333333", "#8C8C8C")
-#: Ordered series (temperatures, group sizes): light to dark.
+#: Ordered series such as temperatures or group sizes, from light to dark.
 SEQUENCE: tuple[str, ...] = ("#9ECAE1", "#4292C6", "#08519C", "#08306B")
 
 #: Width of every figure of the book, in inches.
 FIG_WIDTH = 6.4
-#: PNG resolution (the book scales it down: crisp on high-density screens).
+#: PNG resolution in dots per inch; the book scales the images down, so they stay crisp on dense screens.
 DPI = 200
-DISPLAY_WIDTH_PX = 672   # the book's content width on a desktop, CSS px
-MIN_DISPLAY_PT = 9.0     # smallest text at display size, CSS points
+#: The book's content width on a desktop, in CSS pixels.
+DISPLAY_WIDTH_PX = 672
+#: The smallest text size a figure may show at that width, in CSS points.
+MIN_DISPLAY_PT = 9.0
 
 #: rcParams set while a figure is built (fonts are stored in each artist when it is created).
 RC: dict = {

@@ -108,7 +108,8 @@ class ArithmeticTask(_Task):
 
     ``answer_prefix=True`` (chat models): the instruction is ``"What is 37 + 45? Reply with the number only."``
     under an empty system message, and the assistant's reply is opened with ``"37 + 45 = "``, so that a strict
-    check asks for the number and the end of the turn right after it (``"82."`` or ``"82\n\nThis"`` score 0).
+    check asks for the number and the end of the turn right after it (``"82."``, or ``"82"`` followed by a blank
+    line and more words, score 0).
     """
 
     name = "arith"
