@@ -32,12 +32,10 @@ over the rounds of the per-round ratios.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import datetime
 import gc
 import inspect
-import io
 import logging
 import os
 import platform
@@ -52,18 +50,7 @@ import torch
 import erc_core.train as T
 from erc_core.models import num_params, warm_start
 from erc_core.tasks import format_prompt
-
-
-def cpu_name() -> str:
-    """The CPU's model name (from /proc/cpuinfo), else what platform reports."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from trl_common import cpu_name, make_trl_trainer
 
 
 def forced_length_generation_config(cfg, tok, greedy: bool = False):
@@ -112,29 +99,6 @@ class PhaseClock:
         out = (self.rollout - self.old, self.old)
         self.rollout = self.old = 0.0
         return out
-
-
-def make_trl_trainer(cls, config_cls, model, tok, prompts, reward, cfg, out_dir, **extra):
-    """A TRL trainer configured like erc_core's ``cfg`` (one generation reused for ``ppo_epochs`` updates on the
-    whole batch, completions of exactly ``max_new_tokens``), run for one step so its optimizer and accelerator
-    state exist."""
-    from datasets import Dataset
-
-    args = config_cls(
-        output_dir=out_dir, per_device_train_batch_size=cfg.batch_size, num_generations=cfg.group_size,
-        steps_per_generation=1, num_iterations=cfg.ppo_epochs, max_steps=1, shuffle_dataset=False,
-        max_completion_length=cfg.max_new_tokens, temperature=cfg.temperature, top_k=0, top_p=1.0,
-        generation_kwargs={"min_new_tokens": cfg.max_new_tokens},
-        learning_rate=cfg.lr, weight_decay=cfg.weight_decay, adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8,
-        max_grad_norm=cfg.grad_clip, lr_scheduler_type="constant", warmup_steps=0, optim="adamw_torch",
-        loss_type="dapo", epsilon=cfg.clip_low, epsilon_high=cfg.clip_high, beta=0.0,
-        bf16=False, gradient_checkpointing=False, use_cpu=True, seed=cfg.seed, report_to="none",
-        save_strategy="no", logging_steps=1, disable_tqdm=True, dataloader_num_workers=0, **extra)
-    trainer = cls(model=model, reward_funcs=reward, args=args, train_dataset=Dataset.from_dict({"prompt": prompts}),
-                  processing_class=tok)
-    with contextlib.redirect_stdout(io.StringIO()):  # Trainer prints its log dicts when tqdm is off
-        trainer.train()
-    return trainer
 
 
 def main() -> None:
@@ -196,12 +160,16 @@ def main() -> None:
         transformers.logging.set_verbosity_error()
         logging.getLogger("trl").setLevel(logging.ERROR)
         flat = [p for ps in prompts for p in ps]
+        # one generation reused for ppo_epochs updates on the whole batch, completions of exactly max_new_tokens
+        cycle = dict(per_device_train_batch_size=base.batch_size, steps_per_generation=1,
+                     num_iterations=base.ppo_epochs, shuffle_dataset=False, top_k=0, top_p=1.0,
+                     generation_kwargs={"min_new_tokens": base.max_new_tokens})
         trainers = {
             "TRL GRPO": make_trl_trainer(GRPOTrainer, GRPOConfig, copy.deepcopy(model), tok, flat, reward, base,
-                                         os.path.join(tmp, "grpo")),
+                                         os.path.join(tmp, "grpo"), **cycle),
             "TRL+ERC": make_trl_trainer(ERCGRPOTrainer, ERCGRPOConfig, copy.deepcopy(model), tok, flat, reward,
                                         base, os.path.join(tmp, "erc"), erc_low=base.erc_low,
-                                        erc_high=base.erc_high),
+                                        erc_high=base.erc_high, **cycle),
         }
     if args.threads:
         torch.set_num_threads(args.threads)  # in case anything above changed it

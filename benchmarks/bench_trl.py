@@ -72,11 +72,9 @@ shows the median and the interquartile range in ms per update step, and ratios o
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import datetime
 import gc
-import io
 import logging
 import os
 import platform
@@ -92,37 +90,7 @@ from erc_core.models import num_params, warm_start
 from erc_core.tasks import format_prompt
 from erc_core.train import (build_model, load_config, make_optimizer, make_task_from, old_pass, parse_set,
                             partition, rollout, seed_everything, update)
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def make_trl_trainer(cls, config_cls, model, tok, prompts, reward, cfg, out_dir, optim, **extra):
-    """A TRL trainer configured like erc_core's ``cfg``, run for one step (TRL generates, scores, builds its
-    optimizer and accelerator state and takes one update), so that its buffered ``inputs`` and optimizer exist."""
-    from datasets import Dataset
-
-    args = config_cls(
-        output_dir=out_dir, per_device_train_batch_size=cfg.mini_batch_size, num_generations=cfg.group_size,
-        max_completion_length=cfg.max_new_tokens, temperature=cfg.temperature, num_iterations=2, max_steps=1,
-        learning_rate=cfg.lr, weight_decay=cfg.weight_decay, adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8,
-        max_grad_norm=cfg.grad_clip, lr_scheduler_type="constant", warmup_steps=0, optim=optim,
-        loss_type="dapo", epsilon=cfg.clip_low, epsilon_high=cfg.clip_high, beta=0.0,
-        bf16=False, gradient_checkpointing=False, use_cpu=True, seed=cfg.seed, report_to="none",
-        save_strategy="no", logging_steps=1, disable_tqdm=True, dataloader_num_workers=0, **extra)
-    trainer = cls(model=model, reward_funcs=reward, args=args, train_dataset=Dataset.from_dict({"prompt": prompts}),
-                  processing_class=tok)
-    with contextlib.redirect_stdout(io.StringIO()):  # Trainer prints its log dicts when tqdm is off
-        trainer.train()
-    return trainer
+from trl_common import cpu_name, make_trl_trainer
 
 
 def trl_inputs(trainer, ro, n_prompt: int) -> dict:
@@ -215,12 +183,13 @@ def main() -> None:
         warnings.simplefilter("ignore")
         transformers.logging.set_verbosity_error()
         logging.getLogger("trl").setLevel(logging.ERROR)
+        trl_update = dict(per_device_train_batch_size=base.mini_batch_size, num_iterations=2, optim=args.trl_optim)
         trainers = {
             "TRL GRPO": make_trl_trainer(GRPOTrainer, GRPOConfig, copy.deepcopy(model), tok, prompt_list, reward,
-                                         base, os.path.join(tmp, "grpo"), args.trl_optim),
+                                         base, os.path.join(tmp, "grpo"), **trl_update),
             "TRL+ERC": make_trl_trainer(ERCGRPOTrainer, ERCGRPOConfig, copy.deepcopy(model), tok, prompt_list, reward,
-                                        base, os.path.join(tmp, "erc"), args.trl_optim,
-                                        erc_low=base.erc_low, erc_high=base.erc_high),
+                                        base, os.path.join(tmp, "erc"), erc_low=base.erc_low,
+                                        erc_high=base.erc_high, **trl_update),
         }
     if args.threads:
         torch.set_num_threads(args.threads)  # in case anything above changed it
