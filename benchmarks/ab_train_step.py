@@ -33,13 +33,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_checkout(name: str, root: Path):
-    """``root/erc_core`` imported as package ``name``; returns its ``train`` module."""
+    """``root/erc_core`` imported as package ``name``; returns its trainer module (``rl/train.py``, or
+    ``train.py`` in a checkout from before the three layers)."""
     spec = importlib.util.spec_from_file_location(name, root / "erc_core" / "__init__.py",
                                                   submodule_search_locations=[str(root / "erc_core")])
     mod = importlib.util.module_from_spec(spec)
     sys.modules[name] = mod
     spec.loader.exec_module(mod)
-    return importlib.import_module(f"{name}.train")
+    return importlib.import_module(f"{name}.rl.train" if (root / "erc_core/rl/train.py").exists() else f"{name}.train")
 
 
 def main() -> None:
@@ -55,14 +56,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     sys.path.insert(0, str(ROOT))
     sides = {"before": load_checkout("erc_core_before", Path(args.before).resolve()),
-             "after": importlib.import_module("erc_core.train")}
+             "after": importlib.import_module("erc_core.rl.train")}
     after = sides["after"]
     over = dict(warmstart_steps=0, progress=False, erc=True, **after.parse_set(args.set))
     cfgs = {k: T.load_config(args.config, over) for k, T in sides.items()}
     after.seed_everything(0)
     task = after.make_task_from(cfgs["after"])
     model, tok = after.build_model(cfgs["after"], task)
-    importlib.import_module("erc_core.models").warm_start(model, tok, task, steps=100, seed=0)
+    importlib.import_module("erc_core.rl.models").warm_start(model, tok, task, steps=100, seed=0)
     state = copy.deepcopy(model.state_dict())
     times = {k: {"rollout": [], "old pass": [], "update": []} for k in sides}
     stats: dict[int, list] = {}

@@ -5,7 +5,7 @@
 A cycle is what a user waits for between two generations: sample ``prompts x group`` completions, score them,
 run the old-policy pass, then ``ppo_epochs`` optimizer updates on the whole batch (one mini-batch). Variants:
 
-* ``erc_core DAPO`` / ``erc_core DAPO+ERC``: ``erc_core.train``'s own step functions, as ``train()`` calls them:
+* ``erc_core DAPO`` / ``erc_core DAPO+ERC``: ``erc_core.rl.train``'s own step functions, as ``train()`` calls them:
   ``rollout`` (HF ``generate``, rewards, GRPO advantages), ``old_pass(keep_graph=True)``, ``update`` (``erc`` off
   / on);
 * ``TRL GRPO`` / ``TRL+ERC``: TRL's own inner loop for the ``num_iterations = ppo_epochs`` optimizer steps that
@@ -47,9 +47,9 @@ import warnings
 import numpy as np
 import torch
 
-import erc_core.train as T
-from erc_core.models import num_params, warm_start
-from erc_core.tasks import format_prompt
+import erc_core.rl.train as T
+from erc_core.rl.models import num_params, warm_start
+from erc_core.rl.tasks import format_prompt
 from trl_common import cpu_name, make_trl_trainer
 
 
@@ -136,7 +136,7 @@ def main() -> None:
         raise SystemExit("this benchmark compares the CPU DAPO token-mean loss without KL")
     cfgs = {"erc_core DAPO": T.load_config(base, {"erc": False}),
             "erc_core DAPO+ERC": T.load_config(base, {"erc": True})}
-    T.generation_config = forced_length_generation_config  # erc_core.train.generate looks it up at call time
+    T.generation_config = forced_length_generation_config  # erc_core.rl.train.generate looks it up at call time
 
     # ---- the shared model, weights and prompts
     T.seed_everything(base.seed)

@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from erc_core.train import (build_model, load_config, make_optimizer, make_task_from, old_pass, parse_set,
+from erc_core.rl.train import (build_model, load_config, make_optimizer, make_task_from, old_pass, parse_set,
                             partition, rollout, seed_everything, update)
 
 
@@ -34,7 +34,7 @@ def main() -> None:
     seed_everything(base.seed)
     task = make_task_from(base)
     model, tok = build_model(base, task)
-    from erc_core.models import warm_start
+    from erc_core.rl.models import warm_start
     warm_start(model, tok, task, steps=100, seed=base.seed)  # non-zero rewards -> non-zero advantages
     state = copy.deepcopy(model.state_dict())
     times = {name: {"old": [], "update": []} for name in cfgs}

@@ -1,4 +1,4 @@
-"""erc_core.runs: reading a training run back, gate summaries, the replayed step and gradient_flow."""
+"""erc_core.book.runs: reading a training run back, gate summaries, the replayed step and gradient_flow."""
 
 import math
 
@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 import torch
 
-from erc_core import runs
+from erc_core.book import runs
 from erc_core.losses import entropy_ratio
-from erc_core.train import train
+from erc_core.rl.train import train
 
 # a run of a few seconds: a very small model, 2 updates per rollout
 FAST = dict(arith_max_operand=4, arith_ops="+", eval_size=5, eval_every=2, tiny_hidden=32, tiny_layers=1,

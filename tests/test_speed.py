@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-import erc_core.train as T
+import erc_core.rl.train as T
 from erc_core.entropy import entropy_from_logits, logprobs_and_entropy
 from erc_core.losses import POLICY_LOSSES, policy_loss, stats_to_floats
 
@@ -102,7 +102,7 @@ def step_setup(**over):
     T.seed_everything(cfg.seed)
     task = T.make_task_from(cfg)
     model, tok = T.build_model(cfg, task)
-    from erc_core.models import warm_start
+    from erc_core.rl.models import warm_start
     warm_start(model, tok, task, steps=30, batch_size=16, seed=0)
     ro = T.rollout(cfg, model, tok, task, np.random.default_rng(0), "plain")
     return cfg, model, tok, ro

@@ -12,8 +12,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import erc_core.train as tr
-from erc_core.train import (TIMING_KEYS, CheckpointError, Config, ConfigError, RunLockedError, load_config, main,
+import erc_core.rl.train as tr
+from erc_core.rl.train import (TIMING_KEYS, CheckpointError, Config, ConfigError, RunLockedError, load_config, main,
                             parse_set, read_jsonl, train)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -287,7 +287,7 @@ def test_second_trainer_process_fails_at_once(tmp_path):
     preset.write_text(yaml.safe_dump(dict(FAST, steps=100000, eval_every=100000, save_every=0,
                                           log_tokens_every=0)))
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "erc_core.train", "--config", str(preset), "--out", str(tmp_path / "run")]
+    cmd = [sys.executable, "-m", "erc_core.rl.train", "--config", str(preset), "--out", str(tmp_path / "run")]
     first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 300
@@ -326,8 +326,8 @@ def test_countdown_problem_space_is_exact():
     """The count of distinct prompts agrees with what the task generates (every one is reachable)."""
     import numpy as np
 
-    from erc_core.tasks import make_task
-    from erc_core.train import problem_space
+    from erc_core.rl.tasks import make_task
+    from erc_core.rl.train import problem_space
 
     cfg = Config(task="countdown", countdown_numbers=2, countdown_max_number=3, eval_size=9)
     task = make_task("countdown", n_numbers=2, max_number=3, eval_size=1)
@@ -455,7 +455,7 @@ def test_progress_bar_only_on_a_terminal(tmp_path):
     preset = tmp_path / "c.yaml"
     preset.write_text(yaml.safe_dump(dict(FAST, steps=3, progress=True)))
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-m", "erc_core.train", "--config", str(preset), "--out",
+    proc = subprocess.run([sys.executable, "-m", "erc_core.rl.train", "--config", str(preset), "--out",
                            str(tmp_path / "run")], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "it/s" not in proc.stderr and "s/it" not in proc.stderr and "%|" not in proc.stderr, proc.stderr[-500:]

@@ -6,7 +6,7 @@
 Each claim carries its **source**: ``"paper abstract/text"`` (the ERC paper says it), ``"secondary summary"``
 (a summary of the paper says it, the paper does not), ``"mechanism"`` (it follows from the gate's definition; a
 check of the implementation, not of a finding) or ``"none"`` (nobody claimed it; the book asked). Every t-test of
-the table is one family for Holm's correction (:func:`erc_core.stats.family`); its size is in each row.
+the table is one family for Holm's correction (:func:`erc_core.book.stats.family`); its size is in each row.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import study
+from erc_core.rl import study
 from .stats import family, one_sample_test, paired_test, transformed_ci
 
 __all__ = ["SOURCES", "load_claims_data", "claim_tests", "claims_table", "collapse_flags", "health_flags"]

@@ -1,6 +1,6 @@
 """Reading training runs back for the book: metrics and per-token tables, gate summaries, one replayed step.
 
-:func:`erc_core.train.train` writes ``metrics.jsonl`` (one record per RL step) and ``tokens.jsonl`` (per-token
+:func:`erc_core.rl.train.train` writes ``metrics.jsonl`` (one record per RL step) and ``tokens.jsonl`` (per-token
 records of a few responses every ``log_tokens_every`` steps) into its output folder. The chapters read them
 with :func:`read_metrics` / :func:`read_tokens` and summarise them with :func:`gate_summary` /
 :func:`compare_runs`. :func:`replay_step` runs ONE more RL step from a run's final checkpoint with the trainer's
@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .band import Band
+from erc_core.band import Band
+from erc_core.rl.study import tokens_table
 
 __all__ = ["read_metrics", "read_tokens", "gate_summary", "compare_runs", "StepTrace", "replay_step", "gradient_flow",
            "hardware"]
@@ -30,7 +31,7 @@ __all__ = ["read_metrics", "read_tokens", "gate_summary", "compare_runs", "StepT
 def _run_file(run_dir: str | os.PathLike, name: str) -> Path:
     path = Path(run_dir) / name
     if not path.exists():
-        raise FileNotFoundError(f"run_dir {str(run_dir)!r} has no {name} (is it an erc_core.train output folder?)")
+        raise FileNotFoundError(f"run_dir {str(run_dir)!r} has no {name} (is it an erc_core.rl.train output folder?)")
     return path
 
 
@@ -52,7 +53,7 @@ def read_tokens(run_dir: str | os.PathLike, steps: list[int] | None = None) -> p
     path = _run_file(run_dir, "tokens.jsonl")
     if path.stat().st_size == 0:
         raise ValueError(f"{path} is empty: train with log_tokens_every >= 1 and at least that many steps")
-    df = pd.read_json(path, lines=True, dtype={"token": str})
+    df = tokens_table(path)
     if steps is not None:
         df = df[df["step"].isin(list(steps))].reset_index(drop=True)
     return df
@@ -132,7 +133,7 @@ def replay_step(run_dir: str | os.PathLike) -> StepTrace:
 
     Uses the run's ``config.yaml`` and ``checkpoint.pt``; the run folder is not modified.
     """
-    from erc_core import train as T
+    from erc_core.rl import train as T
 
     cfg = T.load_config(_run_file(run_dir, "config.yaml"), {"progress": False})
     ckpt = _run_file(run_dir, "checkpoint.pt")

@@ -13,7 +13,8 @@ Per RL step:
 The old pass and the update forwards see exactly the same tensors (same micro-batches, padding, position ids,
 eval mode, dtype, temperature), so with one update per step the entropy ratio is exactly 1 and ERC gates nothing.
 
-    python -m erc_core.train --config configs/tiny_arith_erc.yaml --out runs/erc [--set steps=40] [--resume|--overwrite]
+    python -m erc_core.rl.train --config configs/tiny_arith_erc.yaml --out runs/erc [--set steps=40] \
+        [--resume|--overwrite]
     records = train("configs/tiny_arith_erc.yaml", "runs/erc", overrides={"steps": 40})
 
 Outputs in ``out_dir``: ``metrics.jsonl`` (one record per step; step 0 = evaluation after the warm start),
@@ -51,10 +52,10 @@ import yaml
 from tqdm import tqdm
 from transformers import GenerationConfig
 
-from .advantages import dynamic_sampling_mask, grpo_advantages, overlong_penalty
-from .entropy import logprobs_and_entropy
-from .losses import (AGG_MODES, KL_KINDS, POLICY_LOSSES, agg_loss, entropy_ratio, entropy_ratio_penalty, erc_mask,
-                     kl_penalty, policy_loss, stats_to_floats)
+from ..advantages import dynamic_sampling_mask, grpo_advantages, overlong_penalty
+from ..entropy import logprobs_and_entropy
+from ..losses import (AGG_MODES, KL_KINDS, POLICY_LOSSES, agg_loss, entropy_ratio, entropy_ratio_penalty, erc_mask,
+                      kl_penalty, policy_loss, stats_to_floats)
 from .models import (NEUTRAL_PROCESSING, NEUTRAL_SAMPLING, char_tokenizer, encode_prompts, forward_logits,
                      load_pretrained, tiny_model, warm_start)
 from .tasks import TASKS, format_prompt, make_task
@@ -389,7 +390,7 @@ class Rollout:
 def generation_config(cfg: Config, tok, greedy: bool = False) -> GenerationConfig:
     """Sampling from the FULL temperature-scaled distribution, which the old pass scores: every field that could
     reshape it is set to its neutral value here, since ``generate`` fills unset fields from the model's own
-    ``generation_config`` (see :data:`erc_core.models.NEUTRAL_SAMPLING`)."""
+    ``generation_config`` (see :data:`erc_core.rl.models.NEUTRAL_SAMPLING`)."""
     common = dict(max_new_tokens=cfg.max_new_tokens, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
     if greedy:
         return GenerationConfig(do_sample=False, **common, **NEUTRAL_PROCESSING)
@@ -958,7 +959,7 @@ def _train(cfg: Config, out_dir: str | os.PathLike, resume: bool, stop_at: int |
 
 # ============================================================================================ CLI
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m erc_core.train", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m erc_core.rl.train", description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", required=True, help="YAML preset, e.g. configs/tiny_arith_erc.yaml")
     ap.add_argument("--out", required=True, help="output directory (metrics.jsonl, tokens.jsonl, checkpoint.pt)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
