@@ -64,11 +64,10 @@ def test_smollm2_loads_and_trains_two_steps(tmp_path):
 def _first_token_freqs(model, tok, temperature: float, n: int = 4000) -> tuple[torch.Tensor, torch.Tensor]:
     """Sampled first-response-token frequencies of the trainer's rollout (``erc_core.rl.train.generate``) and the plain
     temperature-scaled softmax the old pass scores, both (V,)."""
-    from erc_core.rl.train import Config, generate
+    from erc_core.rl.train import generate
 
-    cfg = Config(max_new_tokens=2, temperature=temperature)
     torch.manual_seed(0)
-    responses = generate(cfg, model, tok, ["11+11="] * n)[2]
+    responses = generate(model, tok, ["11+11="] * n, max_new_tokens=2, temperature=temperature).responses
     freqs = torch.bincount(responses[:, 0], minlength=len(tok)).double() / n
     ids, mask = encode_prompts(tok, ["11+11="])
     with torch.no_grad():

@@ -112,7 +112,7 @@ def run_update(cfg, model, ro, keep_graph: bool, tamper: bool = False):
     m = copy.deepcopy(model)
     opt, _ = T.make_optimizer(cfg, m)
     ro = copy.copy(ro)
-    ro.extra = {}
+    ro.old_logp = ro.old_entropy = ro.ref_logp = None
     parts = T.partition(cfg, ro.keep)
     T.old_pass(cfg, m, None, ro, parts, keep_graph=keep_graph)
     kept = ro.first_forward
@@ -140,7 +140,7 @@ def test_kept_forward_is_not_used_after_the_weights_changed():
     m = copy.deepcopy(model)
     opt, _ = T.make_optimizer(cfg, m)
     ro2 = copy.copy(ro)
-    ro2.extra = {}
+    ro2.old_logp = ro2.old_entropy = ro2.ref_logp = None
     parts = T.partition(cfg, ro2.keep)
     T.old_pass(cfg, m, None, ro2, parts)
     with torch.no_grad():
@@ -163,8 +163,9 @@ def test_update_raises_on_a_non_finite_loss():
 def test_generate_decodes_every_row_as_decode_does():
     cfg, model, tok, _ = step_setup(prompts_per_step=6, group_size=6, max_new_tokens=5, mini_batch_size=6)
     prompts = [f"{a}+{b}=" for a in range(3) for b in range(2) for _ in range(6)]
-    ids, mask, responses, rmask, texts = T.generate(cfg, model, tok, prompts)
-    assert texts == [tok.decode(r[m], skip_special_tokens=True) for r, m in zip(responses, rmask)]
+    gen = T.generate(model, tok, prompts, cfg.max_new_tokens)
+    texts = gen.texts
+    assert texts == [tok.decode(r[m], skip_special_tokens=True) for r, m in zip(gen.responses, gen.response_mask)]
     ref_ids, ref_mask = T.encode_prompts(tok, prompts)
-    assert torch.equal(ids, ref_ids) and torch.equal(mask, ref_mask)
+    assert torch.equal(gen.prompt_ids, ref_ids) and torch.equal(gen.prompt_mask, ref_mask)
     assert len(set(texts)) < len(texts)  # equal responses were decoded once

@@ -169,6 +169,37 @@ def test_resume_equals_uninterrupted(tmp_path):
         (tmp_path / "full/tokens.jsonl").read_text().count("\n")
 
 
+def test_setup_and_rl_step_are_the_training_loop(tmp_path):
+    """setup + rl_step, called by hand as the replay and the benchmarks do, give train()'s step records; the hooks
+    see every update, with its mini-batch and statistics, in order."""
+    cfg = load_config(dict(FAST, erc=True, steps=3, ppo_epochs=2, mini_batch_size=8, kl_coef=0.01))
+    records = train(cfg, tmp_path / "run")
+    run = tr.setup(cfg)
+    assert run.warmstart_losses[-1] == records[0]["warmstart_loss"] and run.ref_model is not None
+    seen, stats = [], []
+    for step in (1, 2, 3):
+        res = tr.rl_step(run, step, tr.Hooks(before_update=lambda ro, mini: seen.append(torch.cat(mini)),
+                                             after_update=stats.append))
+        want = {k: v for k, v in records[step].items() if k not in TIMING_KEYS and k != "eval_acc"}
+        assert {k: v for k, v in res.record.items() if k not in TIMING_KEYS} == want
+        assert run.step == step and res.last_entropy.shape == res.rollout.response_mask.shape
+    assert len(seen) == len(stats) == 3 * cfg.updates_per_step
+    assert sorted(torch.cat(seen[:2]).tolist()) == list(range(cfg.batch_size))  # an epoch covers the batch
+    last = stats[-cfg.updates_per_step:]
+    assert sum(s["erc_clipfrac"] for s in last) / len(last) == pytest.approx(records[3]["erc_clipfrac"], abs=1e-12)
+
+
+@pytest.mark.parametrize("kw, name", [(dict(max_new_tokens=0), "max_new_tokens"),
+                                      (dict(max_new_tokens=2, temperature=0.0), "temperature"),
+                                      (dict(max_new_tokens=2, temperature=math.nan), "temperature")])
+def test_generate_names_a_bad_argument(kw, name):
+    from erc_core.rl.models import char_tokenizer, tiny_model
+
+    tok = char_tokenizer("0123456789+=")
+    with pytest.raises(ValueError, match=name):
+        tr.generate(tiny_model(tok, hidden=16, layers=1, heads=2), tok, ["1+1="], **kw)
+
+
 # ------------------------------------------------------------------------------------------ learning
 def test_rl_improves_reward(tmp_path):
     """From a weak warm start, RL raises the mean sampled reward (numbers computed here, fixed seed)."""
@@ -359,7 +390,7 @@ def _rollout(mask, keep, old_entropy):
     z = torch.zeros(b)
     return tr.Rollout(input_ids=None, attention_mask=None, responses=None, response_mask=mask, texts=[],
                       rewards=torch.arange(b, dtype=torch.float32) % 2, scores=z, advantages=z, keep=keep,
-                      truncated=mask[:, -1].clone(), extra=dict(old_entropy=old_entropy))
+                      truncated=mask[:, -1].clone(), old_entropy=old_entropy)
 
 
 @settings(max_examples=60, deadline=None)

@@ -70,17 +70,18 @@ def response_entropies_by_precision(model, tokenizer, prompts: list[str], device
         max_new_tokens: response length limit.
     """
     from erc_core.rl.models import forward_logits
-    from erc_core.rl.train import generate, load_config
+    from erc_core.rl.train import generate
 
-    cfg = load_config(dict(device=device, max_new_tokens=max_new_tokens, temperature=1.0))
-    ids, pmask, responses, rmask, texts = generate(cfg, model, tokenizer, prompts)
-    full_ids, full_mask = torch.cat([ids, responses], 1), torch.cat([pmask, rmask.long()], 1)
-    keep = responses.shape[1] + 1
+    gen = generate(model, tokenizer, prompts, max_new_tokens, temperature=1.0, device=device)
+    rmask = gen.response_mask
+    full_ids = torch.cat([gen.prompt_ids, gen.responses], 1)
+    full_mask = torch.cat([gen.prompt_mask, rmask.long()], 1)
+    keep = gen.responses.shape[1] + 1
     with torch.no_grad():
         z32 = forward_logits(model, full_ids, full_mask, logits_to_keep=keep)[:, :-1][rmask]
         with torch.autocast(device_type=device, dtype=torch.bfloat16):
             z16 = forward_logits(model, full_ids, full_mask, logits_to_keep=keep)[:, :-1][rmask]
-    return precision_entropies(z32, z16), texts
+    return precision_entropies(z32, z16), gen.texts
 
 
 def outside_band_share(entropies: dict[str, torch.Tensor],

@@ -10,8 +10,6 @@ update, which is what a chapter needs to show gradients, PPO ratios and the ERC 
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import os
 import platform
 from dataclasses import dataclass
@@ -136,44 +134,30 @@ def replay_step(run_dir: str | os.PathLike) -> StepTrace:
     from erc_core.rl import train as T
 
     cfg = T.load_config(_run_file(run_dir, "config.yaml"), {"progress": False})
-    ckpt = _run_file(run_dir, "checkpoint.pt")
-    task = T.make_task_from(cfg)
-    model, tok = T.build_model(cfg, task)
-    ref_model = copy.deepcopy(model).requires_grad_(False) if cfg.kl_coef > 0 else None
-    opt, sched = T.make_optimizer(cfg, model)
-    step = T.load_checkpoint(ckpt, model, ref_model, opt, sched)[0] + 1
-    style = cfg.prompt_style if cfg.prompt_style != "auto" else ("chat" if tok.chat_template else "plain")
-    T.seed_everything(cfg.seed * 1_000_003 + step)
-    ro = T.rollout(cfg, model, tok, task, np.random.default_rng([cfg.seed, step]), style)
-    parts = T.partition(cfg, ro.keep)
-    T.old_pass(cfg, model, ref_model, ro, parts)
-    kept = ro.keep.nonzero().squeeze(-1)
-    one_epoch = dataclasses.replace(cfg, ppo_epochs=1)
+    run = T.setup(cfg, checkpoint=_run_file(run_dir, "checkpoint.pt"))
+    logps, ents, updated, stats = [], [], [], []
 
     @torch.no_grad()
-    def snapshot() -> tuple[torch.Tensor, torch.Tensor]:
-        logp, ent = T.score_tokens(cfg, model, ro, kept)
-        return logp.float().cpu(), ent.float().cpu()
-
-    logps, ents, updated, stats = [], [], [], []
-    for _ in range(cfg.ppo_epochs):
-        for mini in parts:
-            lp, en = snapshot()
-            logps.append(lp)
-            ents.append(en)
+    def snapshot(ro, mini: list[torch.Tensor] | None = None) -> None:
+        """The current policy's log-probs and entropies of every kept response (and which ones ``mini`` updates)."""
+        kept = ro.keep.nonzero().squeeze(-1)
+        logp, ent = T.score_tokens(cfg, run.model, ro, kept)
+        logps.append(logp.float().cpu())
+        ents.append(ent.float().cpu())
+        if mini is not None:
             updated.append(torch.isin(kept, torch.cat(mini)))
-            stats.append(T.update(one_epoch, model, opt, ro, [mini])[0])
-    lp, en = snapshot()
-    logps.append(lp)
-    ents.append(en)
+
+    ro = T.rl_step(run, run.step + 1, T.Hooks(before_update=snapshot, after_update=stats.append)).rollout
+    snapshot(ro)
+    kept = ro.keep.nonzero().squeeze(-1)
     mask = ro.response_mask[kept].cpu()
-    tokens = [[tok.decode([int(x)]) if m else "" for x, m in zip(ro.responses[i], mask[j])]
+    tokens = [[run.tok.decode([int(x)]) if m else "" for x, m in zip(ro.responses[i], mask[j])]
               for j, i in enumerate(kept.tolist())]
-    return StepTrace(step=step, logp=torch.stack(logps), entropy=torch.stack(ents),
-                     old_logp=ro.extra["old_logp"][kept].float().cpu(),
-                     old_entropy=ro.extra["old_entropy"][kept].float().cpu(),
+    return StepTrace(step=run.step, logp=torch.stack(logps), entropy=torch.stack(ents),
+                     old_logp=ro.old_logp[kept].float().cpu(), old_entropy=ro.old_entropy[kept].float().cpu(),
                      advantages=ro.advantages[kept].float().cpu(), response_mask=mask, tokens=tokens,
-                     updated=torch.stack(updated), stats=stats)
+                     updated=torch.stack(updated) if updated else torch.zeros(0, len(kept), dtype=torch.bool),
+                     stats=stats)
 
 
 def hardware() -> dict:

@@ -45,6 +45,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -60,8 +61,9 @@ from .models import (NEUTRAL_PROCESSING, NEUTRAL_SAMPLING, char_tokenizer, encod
                      load_pretrained, tiny_model, warm_start)
 from .tasks import TASKS, format_prompt, make_task
 
-__all__ = ["Config", "ConfigError", "CheckpointError", "RunLockedError", "load_config", "train", "main",
-           "read_jsonl", "TIMING_KEYS", "STEP_METRICS"]
+__all__ = ["Config", "ConfigError", "CheckpointError", "RunLockedError", "load_config", "Run", "setup", "Hooks",
+           "StepResult", "rl_step", "Rollout", "Generation", "generate", "train", "main", "read_jsonl", "TIMING_KEYS",
+           "STEP_METRICS"]
 
 TIMING_KEYS = ("time_generate", "time_old", "time_update", "time_eval", "time_step", "time_total", "tokens_per_s",
                "time_warmstart")
@@ -336,6 +338,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def seed_step(cfg: Config, step: int) -> np.random.Generator:
+    """Reseed python, numpy and torch for RL step ``step`` from ``(seed, step)`` alone, so that a resumed run samples
+    what an uninterrupted one would; returns the step's generator of training problems."""
+    seed_everything(cfg.seed * 1_000_003 + step)
+    return np.random.default_rng([cfg.seed, step])
+
+
+def prompt_style(cfg: Config, tok) -> str:
+    """``cfg.prompt_style`` with ``auto`` resolved: ``chat`` iff the tokenizer has a chat template, else ``plain``."""
+    return cfg.prompt_style if cfg.prompt_style != "auto" else ("chat" if tok.chat_template else "plain")
+
+
 def make_task_from(cfg: Config):
     if cfg.task == "arith":
         kw = dict(max_operand=cfg.arith_max_operand, ops=cfg.arith_ops, answer_prefix=cfg.answer_prefix)
@@ -363,9 +377,48 @@ def make_optimizer(cfg: Config, model):
     return opt, sched
 
 
-def autocast(cfg: Config):
+def autocast(device: str):
     """bf16 autocast on cuda; a no-op context on cpu."""
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.device == "cuda")
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda")
+
+
+@dataclass
+class Run:
+    """Everything an RL step works on, built once by :func:`setup`."""
+
+    cfg: Config
+    task: object                          # an erc_core.rl.tasks task: sample(), reward(), eval_split
+    model: torch.nn.Module                # the policy, in eval mode on cfg.device
+    tok: object                           # its tokenizer (left padding)
+    style: str                            # plain | chat: how prompts are formatted (prompt_style)
+    ref_model: torch.nn.Module | None     # frozen copy of the model after the warm start (kl_coef > 0), else None
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    step: int = 0                         # the last RL step done (the checkpoint's after a resume)
+    time_total: float = 0.0               # wall seconds of the run before this process (the checkpoint's)
+    warmstart_losses: list[float] = field(default_factory=list)   # the warm start's loss per supervised step
+    time_warmstart: float = 0.0           # wall seconds of the warm start
+
+
+def setup(cfg: Config, checkpoint: str | os.PathLike | None = None) -> Run:
+    """Seed, task, model and tokenizer, prompt style; then the warm start (``cfg.warmstart_steps``, a fresh run) or
+    nothing (``checkpoint`` given); the frozen reference model (``kl_coef > 0``), the optimizer and scheduler; and
+    finally, with ``checkpoint``, the states of the model, reference model, optimizer, scheduler and RNGs from it."""
+    seed_everything(cfg.seed)
+    task = make_task_from(cfg)
+    model, tok = build_model(cfg, task)
+    losses, t0 = [], time.perf_counter()
+    if checkpoint is None and cfg.warmstart_steps:
+        losses = warm_start(model, tok, task, cfg.warmstart_steps, cfg.warmstart_batch, cfg.warmstart_lr, cfg.seed,
+                            cfg.device)
+    t_warm = time.perf_counter() - t0
+    ref_model = copy.deepcopy(model).requires_grad_(False) if cfg.kl_coef > 0 else None
+    opt, sched = make_optimizer(cfg, model)
+    run = Run(cfg, task, model, tok, prompt_style(cfg, tok), ref_model, opt, sched, warmstart_losses=losses,
+              time_warmstart=t_warm)
+    if checkpoint is not None:
+        run.step, run.time_total = load_checkpoint(Path(checkpoint), model, ref_model, opt, sched)
+    return run
 
 
 # ============================================================================================ rollout
@@ -383,18 +436,20 @@ class Rollout:
     advantages: torch.Tensor       # (B,) GRPO advantages (group-normalised scores)
     keep: torch.Tensor             # (B,) bool, responses kept by dynamic sampling
     truncated: torch.Tensor        # (B,) bool, no <eos> within max_new_tokens
-    extra: dict = field(default_factory=dict)  # old_logp, old_entropy, ref_logp: (B, R) float32
+    old_logp: torch.Tensor | None = None     # (B, R) float32, the rollout policy's log-probs (old_pass)
+    old_entropy: torch.Tensor | None = None  # (B, R) float32, its full-vocabulary entropies (old_pass)
+    ref_logp: torch.Tensor | None = None     # (B, R) float32, the reference model's log-probs (old_pass, kl_coef > 0)
     first_forward: tuple | None = None  # old_pass(keep_graph=True): its first forward, with graph, for update()
 
 
-def generation_config(cfg: Config, tok, greedy: bool = False) -> GenerationConfig:
+def generation_config(tok, max_new_tokens: int, temperature: float, greedy: bool = False) -> GenerationConfig:
     """Sampling from the FULL temperature-scaled distribution, which the old pass scores: every field that could
     reshape it is set to its neutral value here, since ``generate`` fills unset fields from the model's own
     ``generation_config`` (see :data:`erc_core.rl.models.NEUTRAL_SAMPLING`)."""
-    common = dict(max_new_tokens=cfg.max_new_tokens, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    common = dict(max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
     if greedy:
         return GenerationConfig(do_sample=False, **common, **NEUTRAL_PROCESSING)
-    return GenerationConfig(do_sample=True, temperature=cfg.temperature, **common, **NEUTRAL_SAMPLING)
+    return GenerationConfig(do_sample=True, temperature=temperature, **common, **NEUTRAL_SAMPLING)
 
 
 def response_mask_from(responses: torch.Tensor, eos_id: int) -> torch.Tensor:
@@ -403,17 +458,35 @@ def response_mask_from(responses: torch.Tensor, eos_id: int) -> torch.Tensor:
     return (is_eos.cumsum(-1) - is_eos) == 0
 
 
+@dataclass
+class Generation:
+    """What :func:`generate` returns for B prompts: P prompt tokens (left-padded), R response tokens."""
+
+    prompt_ids: torch.Tensor       # (B, P) the tokenized prompts, left-padded
+    prompt_mask: torch.Tensor      # (B, P) 1 on prompt tokens
+    responses: torch.Tensor        # (B, R) sampled response ids (padded after <eos>)
+    response_mask: torch.Tensor    # (B, R) bool, response tokens up to and including the first <eos>
+    texts: list[str]               # B decoded responses (special tokens skipped)
+
+
 @torch.no_grad()
-def generate(cfg: Config, model, tok, prompts: list[str], greedy: bool = False):
-    """Prompts -> (input_ids (B, P+R), prompt width P, responses (B, R), response_mask (B, R), texts)."""
+def generate(model, tok, prompts: list[str], max_new_tokens: int, temperature: float = 1.0, greedy: bool = False,
+             device: str = "cpu") -> Generation:
+    """Sample (or, ``greedy``, decode greedily) one response of at most ``max_new_tokens`` to each prompt from the
+    full temperature-scaled distribution (bf16 autocast on cuda)."""
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
     unique = list(dict.fromkeys(prompts))  # a GRPO group repeats its prompt: tokenize each prompt once
-    ids, mask = encode_prompts(tok, unique, cfg.device)
+    ids, mask = encode_prompts(tok, unique, device)
     if len(unique) < len(prompts):
         row = {p: i for i, p in enumerate(unique)}
         rows = torch.tensor([row[p] for p in prompts], device=ids.device)
         ids, mask = ids[rows], mask[rows]
-    with autocast(cfg):
-        out = model.generate(input_ids=ids, attention_mask=mask, generation_config=generation_config(cfg, tok, greedy))
+    with autocast(device):
+        out = model.generate(input_ids=ids, attention_mask=mask,
+                             generation_config=generation_config(tok, max_new_tokens, temperature, greedy))
     responses = out[:, ids.shape[1]:]
     rmask = response_mask_from(responses, tok.eos_token_id)
     # the mask is a prefix of each row: decode the first n ids of each row; equal responses (frequent in a group)
@@ -421,15 +494,15 @@ def generate(cfg: Config, model, tok, prompts: list[str], greedy: bool = False):
     seqs = [tuple(r[:n]) for r, n in zip(responses.tolist(), rmask.sum(-1).tolist())]
     distinct = list(dict.fromkeys(seqs))
     decoded = dict(zip(distinct, tok.batch_decode([list(q) for q in distinct], skip_special_tokens=True)))
-    texts = [decoded[q] for q in seqs]
-    return ids, mask, responses, rmask, texts
+    return Generation(ids, mask, responses, rmask, [decoded[q] for q in seqs])
 
 
 def rollout(cfg: Config, model, tok, task, rng: np.random.Generator, style: str) -> Rollout:
     """Sample a group of responses for each of ``prompts_per_step`` fresh training problems and score them."""
     examples = task.sample(rng, cfg.prompts_per_step)
     prompts = [format_prompt(e, tok, style) for e in examples for _ in range(cfg.group_size)]
-    ids, pmask, responses, rmask, texts = generate(cfg, model, tok, prompts)
+    gen = generate(model, tok, prompts, cfg.max_new_tokens, cfg.temperature, device=cfg.device)
+    responses, rmask, texts = gen.responses, gen.response_mask, gen.texts
     exs = [e for e in examples for _ in range(cfg.group_size)]
     rewards = torch.tensor([task.reward(t, e) for t, e in zip(texts, exs)], dtype=torch.float32)
     lengths = rmask.sum(-1).cpu()
@@ -442,9 +515,9 @@ def rollout(cfg: Config, model, tok, task, rng: np.random.Generator, style: str)
     advantages = grpo_advantages(groups).reshape(-1)
     keep_groups = dynamic_sampling_mask(groups) if cfg.dynamic_sampling else torch.ones(len(groups), dtype=torch.bool)
     keep = keep_groups.repeat_interleave(cfg.group_size)
-    return Rollout(input_ids=torch.cat([ids, responses], 1),
-                   attention_mask=torch.cat([pmask, rmask.long()], 1), responses=responses, response_mask=rmask,
-                   texts=texts, rewards=rewards, scores=scores, advantages=advantages, keep=keep,
+    return Rollout(input_ids=torch.cat([gen.prompt_ids, responses], 1),
+                   attention_mask=torch.cat([gen.prompt_mask, rmask.long()], 1), responses=responses,
+                   response_mask=rmask, texts=texts, rewards=rewards, scores=scores, advantages=advantages, keep=keep,
                    truncated=truncated)
 
 
@@ -465,7 +538,7 @@ def score_tokens(cfg: Config, model, ro: Rollout, idx: torch.Tensor) -> tuple[to
     dev = cfg.device
     width = ro.input_ids.shape[1]
     keep = torch.arange(width - r - 1, width - 1, device=dev)  # the positions predicting the responses: (b, R, V)
-    with autocast(cfg):  # as an index, the LM head computes exactly these rows (no copy of a (b, R+1, V) slice)
+    with autocast(cfg.device):  # as an index, the LM head computes exactly these rows (no copy of a (b, R+1, V) slice)
         logits = forward_logits(model, ro.input_ids[idx].to(dev), ro.attention_mask[idx].to(dev),
                                 logits_to_keep=keep)
     # no per-call value checks (host syncs): update() checks each micro-batch's loss, which any NaN reaches
@@ -480,14 +553,13 @@ def _param_versions(model) -> list[int]:
 
 @torch.no_grad()
 def old_pass(cfg: Config, model, ref_model, ro: Rollout, parts, keep_graph: bool = False) -> None:
-    """Fill ``ro.extra`` with old_logp, old_entropy (and ref_logp): (B, R) float32, on the update's micro-batches.
+    """Fill ``ro.old_logp``, ``ro.old_entropy`` (and ``ro.ref_logp``): (B, R) float32, on the update's micro-batches.
 
     ``keep_graph``: the first micro-batch's forward runs with autograd and is kept in ``ro.first_forward``; the
     first update (same weights, same inputs, so the same numbers) then reuses it instead of repeating it."""
     b, r = ro.responses.shape
-    names = ["old_logp", "old_entropy"] + (["ref_logp"] if ref_model is not None else [])
-    for n in names:
-        ro.extra[n] = torch.zeros(b, r, device=cfg.device)
+    ro.old_logp, ro.old_entropy = torch.zeros(b, r, device=cfg.device), torch.zeros(b, r, device=cfg.device)
+    ro.ref_logp = torch.zeros(b, r, device=cfg.device) if ref_model is not None else None
     ro.first_forward = None
     for mini in parts:
         for idx in mini:
@@ -498,9 +570,9 @@ def old_pass(cfg: Config, model, ref_model, ro: Rollout, parts, keep_graph: bool
                 logp, ent = logp.detach(), ent.detach()
             else:
                 logp, ent = score_tokens(cfg, model, ro, idx)
-            ro.extra["old_logp"][idx], ro.extra["old_entropy"][idx] = logp, ent
+            ro.old_logp[idx], ro.old_entropy[idx] = logp, ent
             if ref_model is not None:
-                ro.extra["ref_logp"][idx] = score_tokens(cfg, ref_model, ro, idx)[0]
+                ro.ref_logp[idx] = score_tokens(cfg, ref_model, ro, idx)[0]
 
 
 # ============================================================================================ update
@@ -529,9 +601,9 @@ def micro_loss(cfg: Config, model, ro: Rollout, idx: torch.Tensor) -> tuple[torc
     entropies (b, R) detached."""
     logp, ent = take_first_forward(model, ro, idx) or score_tokens(cfg, model, ro, idx)
     mask = ro.response_mask[idx].to(cfg.device)
-    old_ent = ro.extra["old_entropy"][idx]
+    old_ent = ro.old_entropy[idx]
     adv = ro.advantages[idx].to(cfg.device)
-    loss, stats = policy_loss(logp, ro.extra["old_logp"][idx], adv, mask, entropy=ent, old_entropy=old_ent,
+    loss, stats = policy_loss(logp, ro.old_logp[idx], adv, mask, entropy=ent, old_entropy=old_ent,
                               mode=cfg.loss_mode, clip_low=cfg.clip_low, clip_high=cfg.clip_high, clip_c=cfg.clip_c,
                               erc_bounds=(cfg.erc_low, cfg.erc_high) if cfg.erc else None, agg=cfg.agg,
                               mode_options=mode_options(cfg), validate=False, stats_as_tensors=True)
@@ -544,7 +616,7 @@ def micro_loss(cfg: Config, model, ro: Rollout, idx: torch.Tensor) -> tuple[torc
     if cfg.entropy_coef > 0:
         loss = loss - cfg.entropy_coef * agg_loss(ent, mask, cfg.agg)
     if cfg.kl_coef > 0:
-        kl = agg_loss(kl_penalty(logp, ro.extra["ref_logp"][idx], cfg.kl_type), mask, cfg.agg)
+        kl = agg_loss(kl_penalty(logp, ro.ref_logp[idx], cfg.kl_type), mask, cfg.agg)
         loss = loss + cfg.kl_coef * kl
         stats["kl_ref"] = kl.detach()
     if cfg.sft_coef > 0:
@@ -572,15 +644,28 @@ def clip_gradients(model, max_norm: float) -> dict[str, float]:
     return {"grad_norm": pre, "grad_norm_clipped": post, "grad_clip_frac": float(pre + 1e-6 > max_norm)}
 
 
-def update(cfg: Config, model, opt, ro: Rollout, parts) -> tuple[dict, torch.Tensor]:
+@dataclass
+class Hooks:
+    """Optional callbacks of :func:`rl_step` around each optimizer update of the step."""
+
+    #: called before each update with the rollout and the update's mini-batch (its micro-batches of response indices)
+    before_update: Callable[[Rollout, list[torch.Tensor]], None] | None = None
+    #: called after each update with its statistics (the per-update values :func:`update` averages)
+    after_update: Callable[[dict], None] | None = None
+
+
+def update(cfg: Config, model, opt, ro: Rollout, parts, hooks: Hooks | None = None) -> tuple[dict, torch.Tensor]:
     """``ppo_epochs`` passes of one AdamW step per mini-batch. Returns stats averaged over updates (plus the last
     update's erc_clipfrac) and the entropies (B, R) each response had in its last forward."""
-    last_ent = ro.extra["old_entropy"].clone()
+    hooks = hooks or Hooks()
+    last_ent = ro.old_entropy.clone()
     history: list[dict] = []
     resp_tokens = ro.response_mask.sum(-1).tolist()  # (B,) ints, read once per step
     n_tokens = [[sum(resp_tokens[i] for i in idx.tolist()) for idx in mini] for mini in parts]
     for _ in range(cfg.ppo_epochs):
         for mini, mini_tokens in zip(parts, n_tokens):
+            if hooks.before_update:
+                hooks.before_update(ro, mini)
             opt.zero_grad(set_to_none=True)
             n_tok = sum(mini_tokens)
             merged: dict[str, float] = {}
@@ -597,11 +682,49 @@ def update(cfg: Config, model, opt, ro: Rollout, parts) -> tuple[dict, torch.Ten
             merged.update(clip_gradients(model, cfg.grad_clip))
             opt.step()
             history.append(merged)
+            if hooks.after_update:
+                hooks.after_update(dict(merged))
     out = {k: float(np.mean([h[k] for h in history])) for k in history[0]} if history else {}
     if history:
         out["erc_clipfrac_last"] = history[-1]["erc_clipfrac"]
     out["updates"] = len(history)
     return out, last_ent
+
+
+# ============================================================================================ one RL step
+@dataclass
+class StepResult:
+    """What :func:`rl_step` returns."""
+
+    record: dict                   # the step's metrics record (without evaluation and time_total)
+    rollout: Rollout               # the step's samples, with the old pass filled in
+    last_entropy: torch.Tensor     # (B, R) the entropies each response had in its last forward of the step
+
+
+def rl_step(run: Run, step: int, hooks: Hooks | None = None,
+            clock: Callable[[], float] = time.perf_counter) -> StepResult:
+    """RL step ``step`` of ``run``: reseed from ``(seed, step)``, rollout (sample, reward, advantages), old pass,
+    ``updates_per_step`` optimizer updates, one scheduler step. The record holds :func:`rollout_metrics`, the
+    learning rate of the next step, the update statistics and the seconds of each phase by ``clock``."""
+    cfg = run.cfg
+    rng = seed_step(cfg, step)
+    t0 = clock()
+    ro = rollout(cfg, run.model, run.tok, run.task, rng, run.style)
+    t1 = clock()
+    parts = partition(cfg, ro.keep)
+    old_pass(cfg, run.model, run.ref_model, ro, parts, keep_graph=True)
+    t2 = clock()
+    stats, last_ent = update(cfg, run.model, run.opt, ro, parts, hooks)
+    with warnings.catch_warnings():  # a step whose groups were all dropped has no optimizer step
+        warnings.simplefilter("ignore", UserWarning)
+        run.sched.step()
+    t3 = clock()
+    run.step = step
+    rec = dict(step=step, **rollout_metrics(ro), lr=run.opt.param_groups[0]["lr"],
+               updates_per_step=cfg.updates_per_step, **stats)
+    rec.update(time_generate=t1 - t0, time_old=t2 - t1, time_update=t3 - t2, time_step=t3 - t0,
+               tokens_per_s=float(ro.response_mask.sum()) / (t3 - t0))
+    return StepResult(rec, ro, last_ent)
 
 
 # ============================================================================================ eval, logging
@@ -632,11 +755,11 @@ def rollout_metrics(ro: Rollout) -> dict[str, float]:
     ``entropy_mean`` covers the response tokens of kept responses only: the old pass scores only those (the dropped
     responses' ``old_entropy`` rows stay 0), so a mean over all responses would mix in zeros."""
     m = ro.response_mask
-    kept_tokens = (m & ro.keep[:, None]).to(ro.extra["old_entropy"].device)
+    kept_tokens = (m & ro.keep[:, None]).to(ro.old_entropy.device)
     out = dict(reward_mean=float(ro.rewards.mean()), score_mean=float(ro.scores.mean()),
                kept_frac=float(ro.keep.float().mean()))
     if bool(kept_tokens.any()):
-        out["entropy_mean"] = float(ro.extra["old_entropy"][kept_tokens].mean())
+        out["entropy_mean"] = float(ro.old_entropy[kept_tokens].mean())
     out.update(response_len=float(m.sum(-1).float().mean()), truncated_frac=float(ro.truncated.float().mean()))
     return out
 
@@ -648,7 +771,8 @@ def evaluate(cfg: Config, model, tok, task, style: str, batch: int = 256) -> flo
     hits = []
     for i in range(0, len(exs), batch):
         chunk = exs[i:i + batch]
-        texts = generate(cfg, model, tok, [format_prompt(e, tok, style) for e in chunk], greedy=True)[4]
+        texts = generate(model, tok, [format_prompt(e, tok, style) for e in chunk], cfg.max_new_tokens,
+                         cfg.temperature, greedy=True, device=cfg.device).texts
         hits += [task.reward(t, e) for t, e in zip(texts, chunk)]
     return float(np.mean(hits))
 
@@ -661,7 +785,7 @@ def token_records(cfg: Config, tok, ro: Rollout, last_ent: torch.Tensor, step: i
     recs = []
     for i in cand[:cfg.log_tokens_responses]:
         # the gate's own functions on the same float32 tensors, so a record says exactly what the gate did
-        old_h, h = ro.extra["old_entropy"][i].float().cpu(), last_ent[i].float().cpu()
+        old_h, h = ro.old_entropy[i].float().cpu(), last_ent[i].float().cpu()
         rho = entropy_ratio(h, old_h)
         out_band = ~erc_mask(h, old_h, torch.ones_like(h, dtype=torch.bool), (cfg.erc_low, cfg.erc_high))
         for t in range(int(ro.response_mask[i].sum())):
@@ -884,68 +1008,40 @@ def _train(cfg: Config, out_dir: str | os.PathLike, resume: bool, stop_at: int |
     out = Path(out_dir)
     metrics_path, tokens_path, ckpt_path = out / "metrics.jsonl", out / "tokens.jsonl", out / "checkpoint.pt"
     t_start = time.perf_counter()
-
-    seed_everything(cfg.seed)
-    task = make_task_from(cfg)
-    model, tok = build_model(cfg, task)
-    style = cfg.prompt_style if cfg.prompt_style != "auto" else ("chat" if tok.chat_template else "plain")
-    start_step, time_before = 0, 0.0
     if resume and ckpt_path.exists():
-        ref_model = copy.deepcopy(model).requires_grad_(False) if cfg.kl_coef > 0 else None
-        opt, sched = make_optimizer(cfg, model)
-        start_step, time_before = load_checkpoint(ckpt_path, model, ref_model, opt, sched)
-        if cfg.steps < start_step:
-            raise ConfigError(f"config key 'steps' = {cfg.steps} is invalid: the checkpoint is at step {start_step}; "
-                              f"allowed steps >= {start_step}")
+        run = setup(cfg, checkpoint=ckpt_path)
+        if cfg.steps < run.step:
+            raise ConfigError(f"config key 'steps' = {cfg.steps} is invalid: the checkpoint is at step {run.step}; "
+                              f"allowed steps >= {run.step}")
         _write_config(out, cfg)  # a resume may only change steps (and progress): record them
-        _truncate_jsonl(metrics_path, start_step)
-        _truncate_jsonl(tokens_path, start_step)
+        _truncate_jsonl(metrics_path, run.step)
+        _truncate_jsonl(tokens_path, run.step)
     else:
         for p in (metrics_path, tokens_path, ckpt_path):
             p.unlink(missing_ok=True)
         _write_config(out, cfg)
-        t0 = time.perf_counter()
-        ws = warm_start(model, tok, task, cfg.warmstart_steps, cfg.warmstart_batch, cfg.warmstart_lr, cfg.seed,
-                        cfg.device) if cfg.warmstart_steps else []
-        ref_model = copy.deepcopy(model).requires_grad_(False) if cfg.kl_coef > 0 else None
-        opt, sched = make_optimizer(cfg, model)
-        rec = dict(step=0, eval_acc=evaluate(cfg, model, tok, task, style),
-                   warmstart_loss=ws[-1] if ws else None, time_warmstart=time.perf_counter() - t0,
+        run = setup(cfg)
+        ws = run.warmstart_losses
+        rec = dict(step=0, eval_acc=evaluate(cfg, run.model, run.tok, run.task, run.style),
+                   warmstart_loss=ws[-1] if ws else None, time_warmstart=run.time_warmstart,
                    torch_threads=torch.get_num_threads())
         rec["time_total"] = time.perf_counter() - t_start
         _append_jsonl(metrics_path, [rec])
 
     last = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
     # disable=None: a bar only where stderr is a terminal (a log file or a notebook page would keep every refresh)
-    bar = tqdm(range(start_step + 1, last + 1), desc=out.name, disable=None if cfg.progress else True,
+    bar = tqdm(range(run.step + 1, last + 1), desc=out.name, disable=None if cfg.progress else True,
                dynamic_ncols=True)
     for step in bar:
-        seed_everything(cfg.seed * 1_000_003 + step)  # each step's sampling depends only on (seed, step): resumable
-        rng = np.random.default_rng([cfg.seed, step])
-        t0 = time.perf_counter()
-        ro = rollout(cfg, model, tok, task, rng, style)
-        t1 = time.perf_counter()
-        parts = partition(cfg, ro.keep)
-        old_pass(cfg, model, ref_model, ro, parts, keep_graph=True)
-        t2 = time.perf_counter()
-        stats, last_ent = update(cfg, model, opt, ro, parts)
-        with warnings.catch_warnings():  # a step whose groups were all dropped has no optimizer step
-            warnings.simplefilter("ignore", UserWarning)
-            sched.step()
-        t3 = time.perf_counter()
-
-        m = ro.response_mask
-        rec = dict(step=step, **rollout_metrics(ro), lr=opt.param_groups[0]["lr"],
-                   updates_per_step=cfg.updates_per_step, **stats)
-        rec.update(time_generate=t1 - t0, time_old=t2 - t1, time_update=t3 - t2, time_step=t3 - t0,
-                   tokens_per_s=float(m.sum()) / (t3 - t0))
+        res = rl_step(run, step)
+        rec = res.record
         if step % cfg.eval_every == 0 or step == cfg.steps:
             te = time.perf_counter()
-            rec["eval_acc"] = evaluate(cfg, model, tok, task, style)
+            rec["eval_acc"] = evaluate(cfg, run.model, run.tok, run.task, run.style)
             rec["time_eval"] = time.perf_counter() - te
         if cfg.log_tokens_every and step % cfg.log_tokens_every == 0:
-            _append_jsonl(tokens_path, token_records(cfg, tok, ro, last_ent, step), sync=False)
-        rec["time_total"] = time_before + time.perf_counter() - t_start
+            _append_jsonl(tokens_path, token_records(cfg, run.tok, res.rollout, res.last_entropy, step), sync=False)
+        rec["time_total"] = run.time_total + time.perf_counter() - t_start
         save = bool(cfg.save_every and step % cfg.save_every == 0) or step == last
         if save and tokens_path.exists():
             _append_jsonl(tokens_path, [], sync=True)
@@ -953,7 +1049,7 @@ def _train(cfg: Config, out_dir: str | os.PathLike, resume: bool, stop_at: int |
         bar.set_postfix(reward=f"{rec['reward_mean']:.2f}", erc=f"{rec.get('erc_clipfrac', 0):.3f}",
                         ent=f"{rec.get('entropy_mean', math.nan):.2f}")
         if save:
-            save_checkpoint(ckpt_path, step, model, ref_model, opt, sched, rec["time_total"])
+            save_checkpoint(ckpt_path, step, run.model, run.ref_model, run.opt, run.sched, rec["time_total"])
     return read_jsonl(metrics_path)
 
 
