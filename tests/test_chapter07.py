@@ -119,7 +119,7 @@ def _tokens() -> pd.DataFrame:
     for (step, resp), rs in ratios.items():
         for t, r in enumerate(rs):
             rows.append(dict(step=step, response=resp, t=t, token=["Hi", " there", "\n", ""][t % 4],
-                             old_entropy=1.0, entropy=r, ratio=r, outside_band=not 0.95 < r < 1.05,
+                             old_entropy=1.0, entropy=r, rho=r, outside_band=not 0.95 < r < 1.05,
                              gated=not 0.95 < r < 1.05, advantage=0.5, reward=1.0))
     return pd.DataFrame(rows)
 

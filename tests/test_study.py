@@ -181,7 +181,7 @@ def test_tokens_export_and_load_round_trip(tmp_path):
     erc = tok[tok.variant == "erc"]
     assert (erc["erc"]).all() and (erc["erc_low"] == 0.9).all() and (erc["erc_high"] == 1.2).all()
     assert (erc["gated"] == erc["outside_band"]).all() and not tok.loc[tok.variant == "dapo", "gated"].any()
-    inside = (erc["ratio"] > 0.9) & (erc["ratio"] < 1.2)
+    inside = (erc["rho"] > 0.9) & (erc["rho"] < 1.2)
     assert (erc["outside_band"] == ~inside).all()   # the run's own band, not the default one
     written = export(tmp_path / "out", tmp_path / "shipped")
     assert set(written) == {"metrics", "runs", "tokens"}

@@ -112,7 +112,7 @@ def test_erc_bites_only_off_policy(tmp_path):
         assert r["erc_clipfrac"] == 0.0 and r["ratio_outside_frac"] == 0.0
         assert r["entropy_ratio_mean"] == 1.0 and r["ppo_kl"] == 0.0 and r["ppo_clipfrac"] == 0.0
     tokens = [yaml.safe_load(ln) for ln in (tmp_path / "on/tokens.jsonl").read_text().splitlines()]
-    assert tokens and all(t["ratio"] == 1.0 and not t["gated"] for t in tokens)
+    assert tokens and all(t["rho"] == 1.0 and not t["gated"] for t in tokens)
 
 
 @pytest.mark.parametrize("variant", [
@@ -144,8 +144,8 @@ def test_outputs_and_token_records(tmp_path):
     tokens = [yaml.safe_load(ln) for ln in (tmp_path / "tokens.jsonl").read_text().splitlines()]
     assert tokens
     for t in tokens:
-        assert set(t) >= {"step", "token", "old_entropy", "entropy", "ratio", "gated", "advantage"}
-        assert t["gated"] == (not 0.95 < t["ratio"] < 1.05) and t["advantage"] != 0
+        assert set(t) >= {"step", "token", "old_entropy", "entropy", "rho", "gated", "advantage"}
+        assert t["gated"] == (not 0.95 < t["rho"] < 1.05) and t["advantage"] != 0
 
 
 # ------------------------------------------------------------------------------------------ reproducibility

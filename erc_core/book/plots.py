@@ -462,7 +462,7 @@ def fig_rho_tokens(rho, old_entropy, bounds: tuple[float, float] = (0.95, 1.05),
     """Entropy ratios of logged response tokens: their distribution (left) and against the old entropy (right).
 
     Args:
-        rho: (N,) entropy ratios of N tokens (e.g. ``tokens.jsonl``'s ``ratio``).
+        rho: (N,) entropy ratios of N tokens (e.g. ``tokens.jsonl``'s ``rho``).
         old_entropy: (N,) their old entropies (nats).
         bounds: the ERC band.
         clip_to: the histogram shows log-ratios in [-clip_to, clip_to] (values beyond are piled at the edges).
@@ -609,7 +609,7 @@ def fig_gated_entropy(tokens: dict, bounds: tuple[float, float] = (0.95, 1.05)) 
     """Old entropy of the tokens an ERC band keeps and gates (outside the band), one panel per run.
 
     Args:
-        tokens: ``{name: (rho (N,), old_entropy (N,))}`` of logged tokens (``tokens.jsonl``'s ``ratio`` and
+        tokens: ``{name: (rho (N,), old_entropy (N,))}`` of logged tokens (``tokens.jsonl``'s ``rho`` and
             ``old_entropy``).
         bounds: the ERC band.
     """

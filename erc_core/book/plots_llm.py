@@ -217,7 +217,7 @@ def pick_responses(tokens: pd.DataFrame, n: int = 4,
     if tokens.empty:
         return []
     last = tokens[tokens["step"] == tokens["step"].max()]
-    out = Band.of(bounds, "bounds").gated(last["ratio"])
+    out = Band.of(bounds, "bounds").gated(last["rho"])
     counts = out.groupby([last["step"], last["response"]], sort=False).sum()
     order = sorted(range(len(counts)), key=lambda i: (-int(counts.iloc[i]), i))
     return [(int(s), int(r)) for s, r in (counts.index[i] for i in order[:n])]
@@ -237,7 +237,7 @@ def fig_token_text(tokens: pd.DataFrame, pairs: list[tuple[int, int]], bounds: t
     (``rho >= high``). Each response starts with a line giving its step, reward and advantage.
 
     Args:
-        tokens: an :func:`erc_core.book.runs.read_tokens` table (``token``, ``ratio``, ``step``, ``response``, ...).
+        tokens: an :func:`erc_core.book.runs.read_tokens` table (``token``, ``rho``, ``step``, ``response``, ...).
         pairs: the (step, response) pairs to show, e.g. from :func:`pick_responses` (empty: a note says so).
         bounds: the ERC band.
         width: characters per line before wrapping.
@@ -251,7 +251,7 @@ def fig_token_text(tokens: pd.DataFrame, pairs: list[tuple[int, int]], bounds: t
         lines.append([(f"step {step}, response {resp}: reward {head['reward']:.0f}, "
                        f"advantage {head['advantage']:+.2f}", -1)])
         cur, col = [], 0
-        for tok, rho in zip(rows["token"], rows["ratio"]):
+        for tok, rho in zip(rows["token"], rows["rho"]):
             label = token_label(str(tok))[:width]
             if col + len(label) > width and cur:
                 lines.append(cur)

@@ -45,7 +45,7 @@ def read_metrics(run_dir: str | os.PathLike) -> pd.DataFrame:
 def read_tokens(run_dir: str | os.PathLike, steps: list[int] | None = None) -> pd.DataFrame:
     """``tokens.jsonl`` of a run as a DataFrame, one row per logged response token.
 
-    Columns: step, response, t, token, old_entropy, entropy, ratio (the entropy ratio rho), outside_band,
+    Columns: step, response, t, token, old_entropy, entropy, rho (the entropy ratio), outside_band,
     gated (outside the band AND the run used ERC), advantage, reward. ``steps``: keep only these RL steps.
     """
     path = _run_file(run_dir, "tokens.jsonl")
@@ -58,18 +58,18 @@ def read_tokens(run_dir: str | os.PathLike, steps: list[int] | None = None) -> p
 
 
 def gate_summary(tokens: pd.DataFrame, bounds: tuple[float, float] = (0.95, 1.05)) -> dict:
-    """Counts and mean old entropies of the tokens an ERC band keeps and gates, from the ``ratio`` column.
+    """Counts and mean old entropies of the tokens an ERC band keeps and gates, from the ``rho`` column.
 
     Args:
-        tokens: a :func:`read_tokens` table (at least ``ratio`` and ``old_entropy``).
-        bounds: the ERC band (low, high); a token is gated when ``ratio <= low`` or ``ratio >= high``.
+        tokens: a :func:`read_tokens` table (at least ``rho`` and ``old_entropy``).
+        bounds: the ERC band (low, high); a token is gated when ``rho <= low`` or ``rho >= high``.
 
     Returns:
         dict with n_tokens, n_gated, n_gated_low (entropy fell), n_gated_high (rose), gated_frac, and
         mean_old_entropy_{gated,kept,gated_low,gated_high} (NaN when the group is empty).
     """
     band = Band.of(bounds, "bounds")
-    rho, h = tokens["ratio"].to_numpy(float), tokens["old_entropy"].to_numpy(float)
+    rho, h = tokens["rho"].to_numpy(float), tokens["old_entropy"].to_numpy(float)
     lo, hi = band.fell(rho), band.rose(rho)
     gated = lo | hi
 

@@ -249,16 +249,24 @@ def collect(out_dir: str | os.PathLike) -> pd.DataFrame:
 
 def tokens_table(path: str | os.PathLike) -> pd.DataFrame:
     """A ``tokens.jsonl`` file of :func:`erc_core.rl.train.train` as a DataFrame, one row per logged response token
-    (``step, response, t, token, old_entropy, entropy, ratio, outside_band, gated, advantage, reward``); ``token``
+    (``step, response, t, token, old_entropy, entropy, rho, outside_band, gated, advantage, reward``); ``token``
     stays text, so a digit token is not read as a number."""
-    return pd.read_json(path, lines=True, dtype={"token": str})
+    return _rho_named(pd.read_json(path, lines=True, dtype={"token": str}))
+
+
+def _rho_named(tokens: pd.DataFrame) -> pd.DataFrame:
+    """The entropy-ratio column named ``rho``: token tables written before 2026-12 (the shipped data of
+    ``data/claims-2026-11-28``, ``data/smollm2-2026-11-30``, ``data/claims-v2``) call it ``ratio``."""
+    if "ratio" in tokens.columns and "rho" not in tokens.columns:
+        return tokens.rename(columns={"ratio": "rho"})
+    return tokens
 
 
 def collect_tokens(out_dir: str | os.PathLike) -> pd.DataFrame:
     """Every finished run's ``tokens.jsonl`` under ``out_dir/runs`` in one table (a row per logged token).
 
     Columns: ``run_id, variant, seed, erc, erc_low, erc_high`` (the run's gate and band, from its resolved config
-    in ``DONE``) and the columns of :func:`tokens_table` (``old_entropy``, ``ratio``,
+    in ``DONE``) and the columns of :func:`tokens_table` (``old_entropy``, ``rho``,
     ``outside_band`` = outside the run's own band, ``gated``, ...). Runs that logged no tokens are skipped.
     """
     frames = []
@@ -356,7 +364,8 @@ def load(study_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame | Non
     d = Path(study_dir)
     if (d / "metrics.csv.gz").exists():
         tok = d / "tokens.csv.gz"
-        tokens = pd.read_csv(tok, dtype={"token": str}, keep_default_na=False, na_values=[""]) if tok.exists() else None
+        tokens = (_rho_named(pd.read_csv(tok, dtype={"token": str}, keep_default_na=False, na_values=[""]))
+                  if tok.exists() else None)
         return pd.read_csv(d / "metrics.csv.gz"), tokens
     if not (d / "runs").is_dir():
         raise FileNotFoundError(f"{d} is neither a study folder (runs/) nor an exported one (metrics.csv.gz)")

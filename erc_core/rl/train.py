@@ -791,7 +791,7 @@ def token_records(cfg: Config, tok, ro: Rollout, last_ent: torch.Tensor, step: i
         for t in range(int(ro.response_mask[i].sum())):
             outside = bool(out_band[t])
             recs.append(dict(step=step, response=i, t=t, token=tok.decode([int(ro.responses[i, t])]),
-                             old_entropy=float(old_h[t]), entropy=float(h[t]), ratio=float(rho[t]),
+                             old_entropy=float(old_h[t]), entropy=float(h[t]), rho=float(rho[t]),
                              outside_band=outside,
                              gated=outside and cfg.erc, advantage=float(ro.advantages[i]),
                              reward=float(ro.rewards[i])))
