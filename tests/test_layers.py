@@ -6,8 +6,8 @@
 
 Each layer is imported in a fresh interpreter where a ``sys.meta_path`` filter hides every top-level package that
 its dependency lists (closed over the installed distributions' own requirements) do not bring, as in an
-environment with only that extra installed, and hides the layers above it. A static check reads every import of
-every module (deferred imports inside functions too) for imports of a higher layer.
+environment with only that extra installed, and hides the layers above it. Static checks read every import of
+every module (deferred imports inside functions too): none of a higher layer, none of an undeclared package.
 """
 
 from __future__ import annotations
@@ -181,6 +181,26 @@ def test_no_layer_imports_a_layer_above_it():
         forbidden = LAYERS[layer_of(path)][1]
         bad += [f"{path.relative_to(ROOT)} imports {n}" for n in sorted(_imports(path, package))
                 if any(n == f or n.startswith(f + ".") for f in forbidden)]
+    assert not bad, "\n".join(bad)
+
+
+def test_every_import_of_a_layer_is_declared_by_its_extras():
+    """Static: every package a layer's modules import, deferred imports inside functions too, is the standard
+    library, erc_core, or a distribution the layer's own dependency lists name (not one that merely comes along)."""
+    direct = {layer: {_norm(r.name) for r in _requirements(extras)} for layer, (extras, _) in LAYERS.items()}
+    owners = metadata.packages_distributions()
+    bad = []
+    for path in sorted(PKG.rglob("*.py")):
+        rel = path.relative_to(PKG).parts
+        if rel[0] == "integrations":  # each needs its own extra (trl, verl): their tests import them
+            continue
+        layer = layer_of(path)
+        package = ".".join(("erc_core",) + path.relative_to(PKG).parent.parts)
+        for top in sorted({n.partition(".")[0] for n in _imports(path, package)} - {"erc_core"}):
+            if top in sys.stdlib_module_names:
+                continue
+            if not {_norm(d) for d in owners.get(top, [])} & direct[layer]:
+                bad.append(f"{path.relative_to(ROOT)} imports {top}, which the {layer!r} layer does not declare")
     assert not bad, "\n".join(bad)
 
 
