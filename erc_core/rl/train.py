@@ -650,7 +650,7 @@ class Hooks:
 
     #: called before each update with the rollout and the update's mini-batch (its micro-batches of response indices)
     before_update: Callable[[Rollout, list[torch.Tensor]], None] | None = None
-    #: called after each update with its statistics (the per-update values :func:`update` averages)
+    #: called after each update with its statistics (the per-update values the step record averages)
     after_update: Callable[[dict], None] | None = None
 
 
@@ -704,7 +704,7 @@ class StepResult:
 def rl_step(run: Run, step: int, hooks: Hooks | None = None,
             clock: Callable[[], float] = time.perf_counter) -> StepResult:
     """RL step ``step`` of ``run``: reseed from ``(seed, step)``, rollout (sample, reward, advantages), old pass,
-    ``updates_per_step`` optimizer updates, one scheduler step. The record holds :func:`rollout_metrics`, the
+    ``updates_per_step`` optimizer updates, one scheduler step. The record holds the rollout metrics, the
     learning rate of the next step, the update statistics and the seconds of each phase by ``clock``."""
     cfg = run.cfg
     rng = seed_step(cfg, step)
