@@ -46,6 +46,7 @@ import warnings
 import torch
 
 import erc_core.rl.train as T
+from erc_core.rl.config import load_config, parse_set
 from erc_core.rl.models import num_params
 from erc_core.rl.tasks import format_prompt
 from trl_common import cpu_name, make_trl_trainer
@@ -126,16 +127,16 @@ def main() -> None:
     overrides = dict(sft_coef=0.0, warmstart_steps=0, progress=False, model=args.model, num_threads=0,
                      prompts_per_step=args.prompts, group_size=args.group, max_new_tokens=args.tokens,
                      mini_batch_size=args.prompts * args.group, micro_batch_size=0, ppo_epochs=args.updates)
-    overrides.update(T.parse_set(args.set))
-    base = T.load_config(args.config, overrides)
+    overrides.update(parse_set(args.set))
+    base = load_config(args.config, overrides)
     if base.device != "cpu" or base.loss_mode != "dapo" or base.agg != "token-mean" or base.kl_coef:
         raise SystemExit("this benchmark compares the CPU DAPO token-mean loss without KL")
-    cfgs = {"erc_core DAPO": T.load_config(base, {"erc": False}),
-            "erc_core DAPO+ERC": T.load_config(base, {"erc": True})}
+    cfgs = {"erc_core DAPO": load_config(base, {"erc": False}),
+            "erc_core DAPO+ERC": load_config(base, {"erc": True})}
     T.generation_config = forced_length_generation_config  # erc_core.rl.train.generate looks it up at call time
 
     # ---- the shared model, weights and prompts
-    shared = T.setup(T.load_config(base, {"warmstart_steps": args.warm_start if args.model == "tiny" else 0}))
+    shared = T.setup(load_config(base, {"warmstart_steps": args.warm_start if args.model == "tiny" else 0}))
     task, model, tok, style = shared.task, shared.model, shared.tok, shared.style
     state = copy.deepcopy(model.state_dict())
     rounds = args.warmup + args.repeats

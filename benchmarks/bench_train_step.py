@@ -16,7 +16,8 @@ import statistics
 
 import torch
 
-from erc_core.rl.train import load_config, make_optimizer, parse_set, rl_step, setup
+from erc_core.rl.config import load_config, parse_set
+from erc_core.rl.train import make_optimizer, rl_step, setup
 
 PHASES = {"generate": "time_generate", "old pass": "time_old", "update": "time_update"}
 

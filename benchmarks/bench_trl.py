@@ -88,7 +88,8 @@ import torch
 
 from erc_core.rl.models import num_params, warm_start
 from erc_core.rl.tasks import format_prompt
-from erc_core.rl.train import (build_model, load_config, make_optimizer, make_task_from, old_pass, parse_set,
+from erc_core.rl.config import load_config, parse_set
+from erc_core.rl.train import (build_model, make_optimizer, make_task_from, old_pass,
                             partition, rollout, seed_everything, update)
 from trl_common import cpu_name, make_trl_trainer
 

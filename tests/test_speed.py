@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import erc_core.rl.train as T
+from erc_core.rl.config import load_config
 from erc_core.entropy import entropy_from_logits, logprobs_and_entropy
 from erc_core.losses import POLICY_LOSSES, policy_loss, stats_to_floats
 
@@ -98,7 +99,7 @@ def test_logprobs_and_entropy_nan_raises_only_when_validating():
 
 # ------------------------------------------------------------------------------------------ the trainer's step
 def step_setup(**over):
-    cfg = T.load_config(dict(FAST, **over))
+    cfg = load_config(dict(FAST, **over))
     T.seed_everything(cfg.seed)
     task = T.make_task_from(cfg)
     model, tok = T.build_model(cfg, task)

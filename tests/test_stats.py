@@ -214,7 +214,7 @@ def test_shipped_dapo_runs_fail_the_health_criteria(shipped):
 def test_v2_grids_load_and_every_run_config_is_valid(grid):
     """The prepared (not yet run) v2 grids: each loads, each variant's resolved config validates, and the
     seed counts are the issue's (10 for the core comparison, >= 5 elsewhere)."""
-    from erc_core.rl.train import load_config
+    from erc_core.rl.config import load_config
 
     g = study.load_grid(grid)
     for v in g.variants:

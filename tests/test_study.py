@@ -228,7 +228,7 @@ def test_study_figures_draw_every_variant_and_reject_empty_input():
 def test_whole_grid_is_validated_before_any_run(tmp_path, capsys):
     """A bad last variant used to cost every earlier run first; now nothing starts and the error names it."""
     from erc_core.rl.study import main
-    from erc_core.rl.train import ConfigError
+    from erc_core.rl.config import ConfigError
 
     path = write_grid(tmp_path, [dict(name="good", config="configs/tiny_arith_dapo.yaml"),
                                  dict(name="typo", config="configs/tiny_arith_erc.yaml", set=dict(erc_low=2.0))])

@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import erc_core.rl.train as tr
-from erc_core.rl.train import (TIMING_KEYS, CheckpointError, Config, ConfigError, RunLockedError, load_config, main,
-                            parse_set, read_jsonl, train)
+from erc_core.rl.config import Config, ConfigError, load_config, parse_set
+from erc_core.rl.train import TIMING_KEYS, CheckpointError, RunLockedError, main, read_jsonl, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -358,7 +358,7 @@ def test_countdown_problem_space_is_exact():
     import numpy as np
 
     from erc_core.rl.tasks import make_task
-    from erc_core.rl.train import problem_space
+    from erc_core.rl.config import problem_space
 
     cfg = Config(task="countdown", countdown_numbers=2, countdown_max_number=3, eval_size=9)
     task = make_task("countdown", n_numbers=2, max_number=3, eval_size=1)

@@ -132,8 +132,9 @@ def replay_step(run_dir: str | os.PathLike) -> StepTrace:
     Uses the run's ``config.yaml`` and ``checkpoint.pt``; the run folder is not modified.
     """
     from erc_core.rl import train as T
+    from erc_core.rl.config import load_config
 
-    cfg = T.load_config(_run_file(run_dir, "config.yaml"), {"progress": False})
+    cfg = load_config(_run_file(run_dir, "config.yaml"), {"progress": False})
     run = T.setup(cfg, checkpoint=_run_file(run_dir, "checkpoint.pt"))
     logps, ents, updated, stats = [], [], [], []
 

@@ -108,7 +108,7 @@ def run_id(variant: Variant, seed: int) -> str:
 
 def _resolved(config: str, overrides: dict) -> str:
     """The fully resolved config of a run as canonical JSON (validates it: bad keys fail before any compute)."""
-    from .train import load_config
+    from .config import load_config
 
     return json.dumps(dataclasses.asdict(load_config(config, overrides)), sort_keys=True)
 
@@ -153,8 +153,8 @@ def _overrides(grid: Grid, variant: Variant, seed: int, extra: dict | None) -> d
 
 def _validate(grid: Grid, seeds: int, extra: dict | None) -> dict[tuple[str, int], str]:
     """Every run's resolved config (:func:`_resolved`) keyed by ``(variant, seed)``; a bad one raises
-    :class:`erc_core.rl.train.ConfigError` naming the variant, before any run starts (not when its turn comes)."""
-    from .train import ConfigError
+    :class:`erc_core.rl.config.ConfigError` naming the variant, before any run starts (not when its turn comes)."""
+    from .config import ConfigError
 
     out = {}
     for v in grid.variants:
@@ -457,7 +457,7 @@ def format_ci(mean: float, low: float, high: float, digits: int = 3, sign: bool 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .train import ConfigError, parse_set
+    from .config import ConfigError, parse_set
 
     ap = argparse.ArgumentParser(prog="python -m erc_core.rl.study", description=__doc__.split("\n\n")[0])
     ap.add_argument("--grid", required=True, help="grid YAML (variants x seeds)")
