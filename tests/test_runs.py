@@ -1,14 +1,17 @@
-"""erc_core.runs: reading a training run back, gate summaries, the replayed step and gradient_flow."""
+"""erc_core.book.runs: reading a training run back, gate summaries, the replayed step and gradient_flow."""
 
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
-from erc_core import runs
+from erc_core.book import runs
 from erc_core.losses import entropy_ratio
-from erc_core.train import train
+from erc_core.rl.train import train
+
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 # a run of a few seconds: a very small model, 2 updates per rollout
 FAST = dict(arith_max_operand=4, arith_ops="+", eval_size=5, eval_every=2, tiny_hidden=32, tiny_layers=1,
@@ -29,11 +32,28 @@ def test_read_metrics_and_tokens(run_dir):
     assert list(m.index) == [0, 1, 2, 3] and math.isnan(m.loc[1, "eval_acc"]) and m.loc[2, "eval_acc"] >= 0
     assert (m.loc[1:, "updates_per_step"] == 2).all()
     t = runs.read_tokens(run_dir)
-    assert {"token", "old_entropy", "ratio", "gated", "advantage"} <= set(t.columns)
+    assert {"token", "old_entropy", "rho", "gated", "advantage"} <= set(t.columns)
     assert len(t) and set(t["step"]) <= {1, 2, 3} and t["token"].map(type).eq(str).all()   # only A != 0 logged
-    assert (t["ratio"] - (t["entropy"] + 1e-8) / (t["old_entropy"] + 1e-8)).abs().max() < 1e-6
+    assert (t["rho"] - (t["entropy"] + 1e-8) / (t["old_entropy"] + 1e-8)).abs().max() < 1e-6
     first = int(t["step"].min())
     assert set(runs.read_tokens(run_dir, steps=[first])["step"]) == {first}
+
+
+def test_token_tables_written_with_ratio_load_with_rho(run_dir, tmp_path):
+    """Token tables written before the entropy-ratio column was named ``rho`` (the shipped data) read the same,
+    under the one name: a run folder's tokens.jsonl and an exported study's tokens.csv.gz."""
+    from erc_core.rl import study
+
+    new = runs.read_tokens(run_dir)
+    old_run = tmp_path / "old"
+    old_run.mkdir()
+    lines = (run_dir / "tokens.jsonl").read_text().replace('"rho":', '"ratio":')
+    (old_run / "tokens.jsonl").write_text(lines)
+    pd.testing.assert_frame_equal(runs.read_tokens(old_run), new)
+    for name in ("arith", "tokens"):
+        shipped = study.load(DATA / "claims-2026-11-28" / name)[1]
+        assert "rho" in shipped.columns and "ratio" not in shipped.columns and shipped["rho"].gt(0).all()
+    assert "rho" in study.load(DATA / "smollm2-2026-11-30")[1].columns
 
 
 def test_missing_run_files_name_the_folder(tmp_path):
@@ -45,7 +65,7 @@ def test_missing_run_files_name_the_folder(tmp_path):
 
 
 def test_gate_summary_reference_values():
-    t = pd.DataFrame({"ratio": [0.5, 0.95, 1.0, 1.04, 1.05, 2.0], "old_entropy": [0.1, 0.3, 1.0, 2.0, 0.5, 0.7]})
+    t = pd.DataFrame({"rho": [0.5, 0.95, 1.0, 1.04, 1.05, 2.0], "old_entropy": [0.1, 0.3, 1.0, 2.0, 0.5, 0.7]})
     s = runs.gate_summary(t, (0.95, 1.05))   # strict band: 0.95 and 1.05 are gated
     assert (s["n_tokens"], s["n_gated"], s["n_gated_low"], s["n_gated_high"]) == (6, 4, 2, 2)
     assert s["mean_old_entropy_gated"] == pytest.approx((0.1 + 0.3 + 0.5 + 0.7) / 4)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-import erc_core.train as T
+import erc_core.rl.train as T
+from erc_core.rl.config import load_config
 from erc_core.entropy import entropy_from_logits, logprobs_and_entropy
 from erc_core.losses import POLICY_LOSSES, policy_loss, stats_to_floats
 
@@ -98,11 +99,11 @@ def test_logprobs_and_entropy_nan_raises_only_when_validating():
 
 # ------------------------------------------------------------------------------------------ the trainer's step
 def step_setup(**over):
-    cfg = T.load_config(dict(FAST, **over))
+    cfg = load_config(dict(FAST, **over))
     T.seed_everything(cfg.seed)
     task = T.make_task_from(cfg)
     model, tok = T.build_model(cfg, task)
-    from erc_core.models import warm_start
+    from erc_core.rl.models import warm_start
     warm_start(model, tok, task, steps=30, batch_size=16, seed=0)
     ro = T.rollout(cfg, model, tok, task, np.random.default_rng(0), "plain")
     return cfg, model, tok, ro
@@ -112,7 +113,7 @@ def run_update(cfg, model, ro, keep_graph: bool, tamper: bool = False):
     m = copy.deepcopy(model)
     opt, _ = T.make_optimizer(cfg, m)
     ro = copy.copy(ro)
-    ro.extra = {}
+    ro.old_logp = ro.old_entropy = ro.ref_logp = None
     parts = T.partition(cfg, ro.keep)
     T.old_pass(cfg, m, None, ro, parts, keep_graph=keep_graph)
     kept = ro.first_forward
@@ -140,7 +141,7 @@ def test_kept_forward_is_not_used_after_the_weights_changed():
     m = copy.deepcopy(model)
     opt, _ = T.make_optimizer(cfg, m)
     ro2 = copy.copy(ro)
-    ro2.extra = {}
+    ro2.old_logp = ro2.old_entropy = ro2.ref_logp = None
     parts = T.partition(cfg, ro2.keep)
     T.old_pass(cfg, m, None, ro2, parts)
     with torch.no_grad():
@@ -163,8 +164,9 @@ def test_update_raises_on_a_non_finite_loss():
 def test_generate_decodes_every_row_as_decode_does():
     cfg, model, tok, _ = step_setup(prompts_per_step=6, group_size=6, max_new_tokens=5, mini_batch_size=6)
     prompts = [f"{a}+{b}=" for a in range(3) for b in range(2) for _ in range(6)]
-    ids, mask, responses, rmask, texts = T.generate(cfg, model, tok, prompts)
-    assert texts == [tok.decode(r[m], skip_special_tokens=True) for r, m in zip(responses, rmask)]
+    gen = T.generate(model, tok, prompts, cfg.max_new_tokens)
+    texts = gen.texts
+    assert texts == [tok.decode(r[m], skip_special_tokens=True) for r, m in zip(gen.responses, gen.response_mask)]
     ref_ids, ref_mask = T.encode_prompts(tok, prompts)
-    assert torch.equal(ids, ref_ids) and torch.equal(mask, ref_mask)
+    assert torch.equal(gen.prompt_ids, ref_ids) and torch.equal(gen.prompt_mask, ref_mask)
     assert len(set(texts)) < len(texts)  # equal responses were decoded once

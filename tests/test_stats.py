@@ -1,5 +1,5 @@
-"""Statistics of the claims chapter (erc_core.stats, erc_core.claims): reference values, coverage, bounds, and the
-verdict table on the shipped data (no kernel, a few seconds)."""
+"""Statistics of the claims chapter (erc_core.book.stats, erc_core.book.claims): reference values, coverage, bounds,
+and the verdict table on the shipped data (no kernel, a few seconds)."""
 
 import math
 from pathlib import Path
@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import scipy.stats as sps
 
-from erc_core import claims, plots_study, stats, study
+from erc_core.book import claims, plots_study, stats
+from erc_core.rl import study
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data/claims-v2"
@@ -245,7 +246,7 @@ def test_first_harness_dapo_runs_fail_the_health_criteria():
 def test_v2_grids_load_and_every_run_config_is_valid(grid):
     """The prepared (not yet run) v2 grids: each loads, each variant's resolved config validates, and the
     seed counts are the issue's (10 for the core comparison, >= 5 elsewhere)."""
-    from erc_core.train import load_config
+    from erc_core.rl.config import load_config
 
     g = study.load_grid(grid)
     for v in g.variants:

@@ -10,8 +10,8 @@ import pytest
 import yaml
 from scipy import stats as sps
 
-from erc_core import plots_study
-from erc_core.study import (ci95, collect, collect_tokens, export, format_ci, load, load_grid, max_abs_diff,
+from erc_core.book import plots_study
+from erc_core.rl.study import (ci95, collect, collect_tokens, export, format_ci, load, load_grid, max_abs_diff,
                               paired_diff, per_run, run_grid, summarize, token_stats)
 
 TINY = dict(steps=2, arith_max_operand=9, eval_size=10, eval_every=2, tiny_hidden=32, tiny_layers=1, tiny_heads=2,
@@ -181,7 +181,7 @@ def test_tokens_export_and_load_round_trip(tmp_path):
     erc = tok[tok.variant == "erc"]
     assert (erc["erc"]).all() and (erc["erc_low"] == 0.9).all() and (erc["erc_high"] == 1.2).all()
     assert (erc["gated"] == erc["outside_band"]).all() and not tok.loc[tok.variant == "dapo", "gated"].any()
-    inside = (erc["ratio"] > 0.9) & (erc["ratio"] < 1.2)
+    inside = (erc["rho"] > 0.9) & (erc["rho"] < 1.2)
     assert (erc["outside_band"] == ~inside).all()   # the run's own band, not the default one
     written = export(tmp_path / "out", tmp_path / "shipped")
     assert set(written) == {"metrics", "runs", "tokens"}
@@ -227,8 +227,8 @@ def test_study_figures_draw_every_variant_and_reject_empty_input():
 
 def test_whole_grid_is_validated_before_any_run(tmp_path, capsys):
     """A bad last variant used to cost every earlier run first; now nothing starts and the error names it."""
-    from erc_core.study import main
-    from erc_core.train import ConfigError
+    from erc_core.rl.study import main
+    from erc_core.rl.config import ConfigError
 
     path = write_grid(tmp_path, [dict(name="good", config="configs/tiny_arith_dapo.yaml"),
                                  dict(name="typo", config="configs/tiny_arith_erc.yaml", set=dict(erc_low=2.0))])
@@ -276,7 +276,7 @@ def test_workers_die_with_the_study_runner(tmp_path):
     root = Path(__file__).resolve().parents[1]
     path = write_grid(tmp_path, [dict(name="long", config="configs/tiny_arith_dapo.yaml")],
                       base=dict(TINY, steps=100000, eval_every=100000, save_every=0), seeds=1)
-    code = ("import sys; from erc_core.study import load_grid, run_grid; "
+    code = ("import sys; from erc_core.rl.study import load_grid, run_grid; "
             f"run_grid(load_grid({str(path)!r}), {str(tmp_path / 'out')!r}, workers=1)")
     env = dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1")
     runner = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL,
@@ -305,8 +305,8 @@ def test_workers_die_with_the_study_runner(tmp_path):
 @pytest.mark.slow
 def test_half_finished_run_is_resumed_not_refused(tmp_path):
     """A run interrupted after step 1 (same config) is continued by the study, matching an uninterrupted one."""
-    from erc_core.study import _overrides, run_id
-    from erc_core.train import train
+    from erc_core.rl.study import _overrides, run_id
+    from erc_core.rl.train import train
 
     grid = load_grid(write_grid(tmp_path, [dict(name="erc", config="configs/tiny_arith_erc.yaml")], seeds=1))
     v = grid.variants[0]

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from erc_core.tasks import ArithmeticTask, CountdownTask, Example, format_prompt, make_task, parse_int, safe_eval
+from erc_core.rl.tasks import ArithmeticTask, CountdownTask, Example, format_prompt, make_task, parse_int, safe_eval
 
 
 def arith_example(a, op, b):
@@ -91,7 +91,7 @@ def test_format_prompt():
 def test_eval_split_covering_every_problem_is_an_error_not_a_hang():
     import numpy as np
 
-    from erc_core.tasks import make_task
+    from erc_core.rl.tasks import make_task
 
     task = make_task("arith", max_operand=2, ops="+", eval_size=9)  # 3 x 3 = 9 problems, all held out
     with pytest.raises(ValueError, match="eval_size"):

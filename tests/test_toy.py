@@ -1,4 +1,4 @@
-"""erc_core.toy, chapters 2 and 4: off-policy updates of a toy policy, loss curves, aggregation weights, sweeps."""
+"""erc_core.book.toy, chapters 2 and 4: off-policy updates of a toy policy, loss curves, aggregation weights, sweeps."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from erc_core import toy
+from erc_core.book import toy
 from erc_core.advantages import grpo_advantages
 from erc_core.losses import AGG_MODES
 

@@ -12,9 +12,9 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import erc_core.train as tr
-from erc_core.train import (TIMING_KEYS, CheckpointError, Config, ConfigError, RunLockedError, load_config, main,
-                            parse_set, read_jsonl, train)
+import erc_core.rl.train as tr
+from erc_core.rl.config import Config, ConfigError, load_config, parse_set
+from erc_core.rl.train import TIMING_KEYS, CheckpointError, RunLockedError, main, read_jsonl, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -112,7 +112,7 @@ def test_erc_bites_only_off_policy(tmp_path):
         assert r["erc_clipfrac"] == 0.0 and r["ratio_outside_frac"] == 0.0
         assert r["entropy_ratio_mean"] == 1.0 and r["ppo_kl"] == 0.0 and r["ppo_clipfrac"] == 0.0
     tokens = [yaml.safe_load(ln) for ln in (tmp_path / "on/tokens.jsonl").read_text().splitlines()]
-    assert tokens and all(t["ratio"] == 1.0 and not t["gated"] for t in tokens)
+    assert tokens and all(t["rho"] == 1.0 and not t["gated"] for t in tokens)
 
 
 @pytest.mark.parametrize("variant", [
@@ -144,8 +144,8 @@ def test_outputs_and_token_records(tmp_path):
     tokens = [yaml.safe_load(ln) for ln in (tmp_path / "tokens.jsonl").read_text().splitlines()]
     assert tokens
     for t in tokens:
-        assert set(t) >= {"step", "token", "old_entropy", "entropy", "ratio", "gated", "advantage"}
-        assert t["gated"] == (not 0.95 < t["ratio"] < 1.05) and t["advantage"] != 0
+        assert set(t) >= {"step", "token", "old_entropy", "entropy", "rho", "gated", "advantage"}
+        assert t["gated"] == (not 0.95 < t["rho"] < 1.05) and t["advantage"] != 0
 
 
 # ------------------------------------------------------------------------------------------ reproducibility
@@ -167,6 +167,37 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert strip(resumed) == strip(full)
     assert (tmp_path / "part/tokens.jsonl").read_text().count("\n") == \
         (tmp_path / "full/tokens.jsonl").read_text().count("\n")
+
+
+def test_setup_and_rl_step_are_the_training_loop(tmp_path):
+    """setup + rl_step, called by hand as the replay and the benchmarks do, give train()'s step records; the hooks
+    see every update, with its mini-batch and statistics, in order."""
+    cfg = load_config(dict(FAST, erc=True, steps=3, ppo_epochs=2, mini_batch_size=8, kl_coef=0.01))
+    records = train(cfg, tmp_path / "run")
+    run = tr.setup(cfg)
+    assert run.warmstart_losses[-1] == records[0]["warmstart_loss"] and run.ref_model is not None
+    seen, stats = [], []
+    for step in (1, 2, 3):
+        res = tr.rl_step(run, step, tr.Hooks(before_update=lambda ro, mini: seen.append(torch.cat(mini)),
+                                             after_update=stats.append))
+        want = {k: v for k, v in records[step].items() if k not in TIMING_KEYS and k != "eval_acc"}
+        assert {k: v for k, v in res.record.items() if k not in TIMING_KEYS} == want
+        assert run.step == step and res.last_entropy.shape == res.rollout.response_mask.shape
+    assert len(seen) == len(stats) == 3 * cfg.updates_per_step
+    assert sorted(torch.cat(seen[:2]).tolist()) == list(range(cfg.batch_size))  # an epoch covers the batch
+    last = stats[-cfg.updates_per_step:]
+    assert sum(s["erc_clipfrac"] for s in last) / len(last) == pytest.approx(records[3]["erc_clipfrac"], abs=1e-12)
+
+
+@pytest.mark.parametrize("kw, name", [(dict(max_new_tokens=0), "max_new_tokens"),
+                                      (dict(max_new_tokens=2, temperature=0.0), "temperature"),
+                                      (dict(max_new_tokens=2, temperature=math.nan), "temperature")])
+def test_generate_names_a_bad_argument(kw, name):
+    from erc_core.rl.models import char_tokenizer, tiny_model
+
+    tok = char_tokenizer("0123456789+=")
+    with pytest.raises(ValueError, match=name):
+        tr.generate(tiny_model(tok, hidden=16, layers=1, heads=2), tok, ["1+1="], **kw)
 
 
 # ------------------------------------------------------------------------------------------ learning
@@ -287,7 +318,7 @@ def test_second_trainer_process_fails_at_once(tmp_path):
     preset.write_text(yaml.safe_dump(dict(FAST, steps=100000, eval_every=100000, save_every=0,
                                           log_tokens_every=0)))
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "erc_core.train", "--config", str(preset), "--out", str(tmp_path / "run")]
+    cmd = [sys.executable, "-m", "erc_core.rl.train", "--config", str(preset), "--out", str(tmp_path / "run")]
     first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 300
@@ -326,8 +357,8 @@ def test_countdown_problem_space_is_exact():
     """The count of distinct prompts agrees with what the task generates (every one is reachable)."""
     import numpy as np
 
-    from erc_core.tasks import make_task
-    from erc_core.train import problem_space
+    from erc_core.rl.tasks import make_task
+    from erc_core.rl.config import problem_space
 
     cfg = Config(task="countdown", countdown_numbers=2, countdown_max_number=3, eval_size=9)
     task = make_task("countdown", n_numbers=2, max_number=3, eval_size=1)
@@ -359,7 +390,7 @@ def _rollout(mask, keep, old_entropy):
     z = torch.zeros(b)
     return tr.Rollout(input_ids=None, attention_mask=None, responses=None, response_mask=mask, texts=[],
                       rewards=torch.arange(b, dtype=torch.float32) % 2, scores=z, advantages=z, keep=keep,
-                      truncated=mask[:, -1].clone(), extra=dict(old_entropy=old_entropy))
+                      truncated=mask[:, -1].clone(), old_entropy=old_entropy)
 
 
 @settings(max_examples=60, deadline=None)
@@ -455,7 +486,7 @@ def test_progress_bar_only_on_a_terminal(tmp_path):
     preset = tmp_path / "c.yaml"
     preset.write_text(yaml.safe_dump(dict(FAST, steps=3, progress=True)))
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-m", "erc_core.train", "--config", str(preset), "--out",
+    proc = subprocess.run([sys.executable, "-m", "erc_core.rl.train", "--config", str(preset), "--out",
                            str(tmp_path / "run")], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "it/s" not in proc.stderr and "s/it" not in proc.stderr and "%|" not in proc.stderr, proc.stderr[-500:]

@@ -1,8 +1,8 @@
 """Helpers and figures of the LLM-scale chapter (SmolLM2 or any HF causal LM trained with ERC-DAPO).
 
-The numbers come from :func:`erc_core.train.train` runs (``metrics.jsonl``, ``tokens.jsonl``, read with
-:mod:`erc_core.runs`) and from one scoring pass of a real model; the figures are built without pyplot, like
-:mod:`erc_core.plots`.
+The numbers come from :func:`erc_core.rl.train.train` runs (``metrics.jsonl``, ``tokens.jsonl``, read with
+:mod:`erc_core.book.runs`) and from one scoring pass of a real model; the figures are built without pyplot, like
+:mod:`erc_core.book.plots`.
 
     ent, texts = response_entropies_by_precision(model, tok, prompts)   # (N,) entropies per precision
     outside_band_share(ent, bounds=(0.95, 1.05))             # share each precision would gate on numerics
@@ -20,9 +20,9 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from .band import Band
-from .entropy import entropy_from_logits
-from .losses import entropy_ratio, erc_mask
+from erc_core.band import Band
+from erc_core.entropy import entropy_from_logits
+from erc_core.losses import entropy_ratio, erc_mask
 from .plots import COLORS
 
 __all__ = ["PRECISIONS", "precision_entropies", "response_entropies_by_precision", "outside_band_share",
@@ -69,18 +69,19 @@ def response_entropies_by_precision(model, tokenizer, prompts: list[str], device
         device: "cpu" or "cuda".
         max_new_tokens: response length limit.
     """
-    from .models import forward_logits
-    from .train import generate, load_config
+    from erc_core.rl.models import forward_logits
+    from erc_core.rl.train import generate
 
-    cfg = load_config(dict(device=device, max_new_tokens=max_new_tokens, temperature=1.0))
-    ids, pmask, responses, rmask, texts = generate(cfg, model, tokenizer, prompts)
-    full_ids, full_mask = torch.cat([ids, responses], 1), torch.cat([pmask, rmask.long()], 1)
-    keep = responses.shape[1] + 1
+    gen = generate(model, tokenizer, prompts, max_new_tokens, temperature=1.0, device=device)
+    rmask = gen.response_mask
+    full_ids = torch.cat([gen.prompt_ids, gen.responses], 1)
+    full_mask = torch.cat([gen.prompt_mask, rmask.long()], 1)
+    keep = gen.responses.shape[1] + 1
     with torch.no_grad():
         z32 = forward_logits(model, full_ids, full_mask, logits_to_keep=keep)[:, :-1][rmask]
         with torch.autocast(device_type=device, dtype=torch.bfloat16):
             z16 = forward_logits(model, full_ids, full_mask, logits_to_keep=keep)[:, :-1][rmask]
-    return precision_entropies(z32, z16), texts
+    return precision_entropies(z32, z16), gen.texts
 
 
 def outside_band_share(entropies: dict[str, torch.Tensor],
@@ -158,7 +159,7 @@ def fig_llm_run(runs: dict[str, pd.DataFrame]) -> Figure:
     and the time of one step split into generation, old pass and updates (first run).
 
     Args:
-        runs: ``{name: erc_core.runs.read_metrics(...)}`` DataFrames indexed by step (step 0 = evaluation only).
+        runs: ``{name: erc_core.book.runs.read_metrics(...)}`` DataFrames indexed by step (step 0 = evaluation only).
     """
     if not runs:
         raise ValueError("runs is empty")
@@ -211,12 +212,12 @@ def pick_responses(tokens: pd.DataFrame, n: int = 4,
     policy), the responses with the most tokens outside the ERC band first (ties: the first logged).
 
     Args:
-        tokens: an :func:`erc_core.runs.read_tokens` table.
+        tokens: an :func:`erc_core.book.runs.read_tokens` table.
     """
     if tokens.empty:
         return []
     last = tokens[tokens["step"] == tokens["step"].max()]
-    out = Band.of(bounds, "bounds").gated(last["ratio"])
+    out = Band.of(bounds, "bounds").gated(last["rho"])
     counts = out.groupby([last["step"], last["response"]], sort=False).sum()
     order = sorted(range(len(counts)), key=lambda i: (-int(counts.iloc[i]), i))
     return [(int(s), int(r)) for s, r in (counts.index[i] for i in order[:n])]
@@ -236,7 +237,7 @@ def fig_token_text(tokens: pd.DataFrame, pairs: list[tuple[int, int]], bounds: t
     (``rho >= high``). Each response starts with a line giving its step, reward and advantage.
 
     Args:
-        tokens: an :func:`erc_core.runs.read_tokens` table (``token``, ``ratio``, ``step``, ``response``, ...).
+        tokens: an :func:`erc_core.book.runs.read_tokens` table (``token``, ``rho``, ``step``, ``response``, ...).
         pairs: the (step, response) pairs to show, e.g. from :func:`pick_responses` (empty: a note says so).
         bounds: the ERC band.
         width: characters per line before wrapping.
@@ -250,7 +251,7 @@ def fig_token_text(tokens: pd.DataFrame, pairs: list[tuple[int, int]], bounds: t
         lines.append([(f"step {step}, response {resp}: reward {head['reward']:.0f}, "
                        f"advantage {head['advantage']:+.2f}", -1)])
         cur, col = [], 0
-        for tok, rho in zip(rows["token"], rows["ratio"]):
+        for tok, rho in zip(rows["token"], rows["rho"]):
             label = token_label(str(tok))[:width]
             if col + len(label) > width and cur:
                 lines.append(cur)
@@ -287,7 +288,7 @@ def fig_token_text(tokens: pd.DataFrame, pairs: list[tuple[int, int]], bounds: t
 
 
 # ---------------------------------------------------------------------------------------------- shipped runs
-#: The time of one RL step, split by phase (columns of every step record of erc_core.train).
+#: The time of one RL step, split by phase (columns of every step record of erc_core.rl.train).
 PHASES = ("time_generate", "time_old", "time_update")
 
 
@@ -298,7 +299,7 @@ def seed_range(table: pd.DataFrame, variant: str, metric: str, smooth: int = 1) 
     seeds did. Columns ``mean, low, high, n`` indexed by step.
 
     Args:
-        table: a study table (:func:`erc_core.study.collect` / ``load``): ``variant, seed, step, <metric>``.
+        table: a study table (:func:`erc_core.rl.study.collect` / ``load``): ``variant, seed, step, <metric>``.
     """
     if smooth < 1:
         raise ValueError(f"smooth must be an integer >= 1, got {smooth!r}")
@@ -320,7 +321,7 @@ def fig_shipped_runs(table: pd.DataFrame, variants: dict[str, str], smooth: int 
     WOULD have taken, for one without). Lines: the mean over seeds; shaded: the seeds' range.
 
     Args:
-        table: a study table with ``variant, seed, step`` and the metrics of :func:`erc_core.train.train`.
+        table: a study table with ``variant, seed, step`` and the metrics of :func:`erc_core.rl.train.train`.
         variants: ``{variant name in the table: label}``, e.g. ``{"dapo": "DAPO", "dapo_erc": "DAPO + ERC"}``.
     """
     if not variants:
@@ -355,7 +356,7 @@ def time_split(table: pd.DataFrame) -> pd.DataFrame:
     tokens per second (response tokens of the step / its time), eval seconds (all evals) and wall time.
 
     Args:
-        table: a study table (``run_id, variant, seed, step`` and the time columns of erc_core.train).
+        table: a study table (``run_id, variant, seed, step`` and the time columns of erc_core.rl.train).
     """
     missing = [c for c in (*PHASES, "time_step", "tokens_per_s", "time_total") if c not in table.columns]
     if missing:

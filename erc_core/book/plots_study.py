@@ -1,4 +1,4 @@
-"""Figures of the claims chapter, drawn from a study's tidy tables (:mod:`erc_core.study`), without pyplot.
+"""Figures of the claims chapter, drawn from a study's tidy tables (:mod:`erc_core.rl.study`), without pyplot.
 
     table = study.collect("results/claims")                       # a row per (run, step)
     fig_study_curves(table, {"ERC gate": ("erc_clipfrac", ["dapo_erc"])})
@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .study import ci95
+from erc_core.rl.study import ci95
 
 __all__ = ["PALETTE", "seed_band", "fig_study_curves", "fig_study_bars", "fig_token_entropy", "fig_forest"]
 
@@ -112,8 +112,8 @@ VERDICT_COLORS = {"resolved: +": "#2ca02c", "resolved: -": "#d62728", "not resol
 
 
 def fig_forest(tests: pd.DataFrame, group: str = "claim") -> Figure:
-    """Paired-difference forest plot: one row per test of a :func:`erc_core.stats.family` table (``name, mean, low,
-    high, verdict``; e.g. :func:`erc_core.claims.claim_tests`), its mean difference (dot) and 95% interval (bar),
+    """Paired-difference forest plot: one row per test of a :func:`erc_core.book.stats.family` table (``name, mean, low,
+    high, verdict``; e.g. :func:`erc_core.book.claims.claim_tests`), its mean difference (dot) and 95% interval (bar),
     coloured by its Holm verdict, a line at 0; one panel per value of ``group`` (the tests of a panel share a
     unit). Unlike overlapping per-variant intervals, each bar IS the comparison the verdict rests on."""
     need = {"name", "mean", "low", "high", "verdict", group} - set(tests.columns)

@@ -13,7 +13,8 @@ Per RL step:
 The old pass and the update forwards see exactly the same tensors (same micro-batches, padding, position ids,
 eval mode, dtype, temperature), so with one update per step the entropy ratio is exactly 1 and ERC gates nothing.
 
-    python -m erc_core.train --config configs/tiny_arith_erc.yaml --out runs/erc [--set steps=40] [--resume|--overwrite]
+    python -m erc_core.rl.train --config configs/tiny_arith_erc.yaml --out runs/erc [--set steps=40] \
+        [--resume|--overwrite]
     records = train("configs/tiny_arith_erc.yaml", "runs/erc", overrides={"steps": 40})
 
 Outputs in ``out_dir``: ``metrics.jsonl`` (one record per step; step 0 = evaluation after the warm start),
@@ -32,8 +33,6 @@ import argparse
 import contextlib
 import copy
 import dataclasses
-import difflib
-import itertools
 import json
 import math
 import os
@@ -44,6 +43,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -51,26 +51,22 @@ import yaml
 from tqdm import tqdm
 from transformers import GenerationConfig
 
-from .advantages import dynamic_sampling_mask, grpo_advantages, overlong_penalty
-from .entropy import logprobs_and_entropy
-from .losses import (AGG_MODES, KL_KINDS, POLICY_LOSSES, agg_loss, entropy_ratio, entropy_ratio_penalty, erc_mask,
-                     kl_penalty, policy_loss, stats_to_floats)
+from ..advantages import dynamic_sampling_mask, grpo_advantages, overlong_penalty
+from ..entropy import logprobs_and_entropy
+from ..losses import agg_loss, entropy_ratio, entropy_ratio_penalty, erc_mask, kl_penalty, policy_loss, stats_to_floats
+from .config import Config, ConfigError, load_config, parse_set
 from .models import (NEUTRAL_PROCESSING, NEUTRAL_SAMPLING, char_tokenizer, encode_prompts, forward_logits,
                      load_pretrained, tiny_model, warm_start)
-from .tasks import TASKS, format_prompt, make_task
+from .tasks import format_prompt, make_task
 
-__all__ = ["Config", "ConfigError", "CheckpointError", "RunLockedError", "load_config", "train", "main",
-           "read_jsonl", "TIMING_KEYS", "STEP_METRICS"]
+__all__ = ["CheckpointError", "RunLockedError", "Run", "setup", "Hooks", "StepResult", "rl_step", "Rollout",
+           "Generation", "generate", "train", "main", "read_jsonl", "TIMING_KEYS", "STEP_METRICS"]
 
 TIMING_KEYS = ("time_generate", "time_old", "time_update", "time_eval", "time_step", "time_total", "tokens_per_s",
                "time_warmstart")
 
 
-# ============================================================================================ config
-class ConfigError(ValueError):
-    """A bad config value; the message names the key and what is allowed."""
-
-
+# ============================================================================================ errors
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be loaded as plain data (tensors, numbers, strings): crafted, foreign or old."""
 
@@ -79,260 +75,24 @@ class RunLockedError(RuntimeError):
     """Another trainer holds the run folder's lock."""
 
 
-#: Most responses per RL step (prompts_per_step x group_size): beyond it a step cannot fit in memory anyway.
-MAX_BATCH = 2 ** 16
-#: Seeds are in [0, MAX_SEED): each step reseeds torch with seed * 1_000_003 + step, which must fit in 64 bits.
-MAX_SEED = 2 ** 32
-
-
-@dataclass
-class Config:
-    """Every knob of a run. ``configs/base.yaml`` lists the same defaults; presets are short diffs of it."""
-
-    # run
-    seed: int = 0
-    steps: int = 3000
-    device: str = "cpu"                  # cpu | cuda (cuda: bf16 autocast; entropies always fp32)
-    num_threads: int = 1                 # torch CPU threads during train() (restored after); 0 = leave as is
-    # task
-    task: str = "arith"                  # arith | countdown
-    arith_max_operand: int = 20
-    arith_ops: str = "+"
-    answer_prefix: bool = False          # arith, chat models: reply opened with "a + b = ", strict reward (tasks.py)
-    countdown_numbers: int = 3
-    countdown_max_number: int = 9
-    eval_size: int = 100                 # held-out problems, never sampled for training
-    eval_every: int = 250                # greedy eval accuracy every k steps (and at step 0 and the last step)
-    prompt_style: str = "auto"           # plain | chat | auto (chat iff the tokenizer has a chat template)
-    # model
-    model: str = "tiny"                  # tiny | smollm2 | a HF path or hub id
-    tiny_arch: str = "llama"             # llama | qwen2
-    tiny_hidden: int = 64
-    tiny_layers: int = 2
-    tiny_heads: int = 4
-    warmstart_steps: int = 300           # supervised steps before RL (tiny models; 0 = none); weak on purpose
-    warmstart_lr: float = 3e-3
-    warmstart_batch: int = 64
-    # rollout
-    prompts_per_step: int = 32
-    group_size: int = 8                  # responses per prompt (GRPO group)
-    max_new_tokens: int = 6
-    temperature: float = 1.0
-    dynamic_sampling: bool = False       # drop groups whose rewards are all equal (DAPO)
-    overlong_buffer: int = 0             # DAPO soft overlong punishment zone in tokens (0 = off)
-    overlong_penalty_factor: float = 1.0
-    # optimisation
-    mini_batch_size: int = 64            # responses per optimizer step
-    ppo_epochs: int = 1                  # passes over the rollout batch
-    micro_batch_size: int = 0            # responses per forward (gradient accumulation); 0 = mini_batch_size
-    lr: float = 5e-4
-    warmup_steps: int = 30               # linear warmup in RL steps, then constant
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    # loss
-    loss_mode: str = "dapo"              # dapo | gppo | clip_cov | kl_cov | dppo_tv | dppo_kl (losses.POLICY_LOSSES)
-    clip_low: float = 0.2                # dppo_*: the divergence thresholds (TV 0.15, KL 0.05)
-    clip_high: float = 0.28
-    clip_c: float = 10.0                 # dual clip for A < 0; dppo_*: truncation of the ratio (recipe: 10000)
-    agg: str = "token-mean"
-    erc: bool = False                    # Entropy Ratio Clipping gate
-    erc_low: float = 0.95
-    erc_high: float = 1.05
-    clip_cov_ratio: float = 2e-4         # loss_mode clip_cov: fraction of tokens whose gradient is cut
-    clip_cov_lb: float = 1.0             #   ... among those with covariance in (clip_cov_lb, clip_cov_ub)
-    clip_cov_ub: float = 5.0
-    kl_cov_ratio: float = 2e-4           # loss_mode kl_cov: fraction of top-covariance tokens given a KL penalty
-    ppo_kl_coef: float = 1.0             #   ... of weight ppo_kl_coef
-    entropy_penalty_coef: float = 0.0    # the quoted "dead-zone penalty on the mean ratio" form (not the paper's)
-    entropy_penalty_low: float = 0.9
-    entropy_penalty_high: float = 1.1
-    entropy_coef: float = 0.0            # entropy bonus
-    kl_coef: float = 0.0                 # KL to the frozen start (post warm start) model
-    kl_type: str = "low_var_kl"
-    sft_coef: float = 0.1                # NLL on correct responses
-    entropy_chunk_size: int = 0          # rows per chunk in logprobs_and_entropy (0 = all at once)
-    # outputs
-    save_every: int = 250                # checkpoint every k steps (0 = only at the end)
-    log_tokens_every: int = 5            # per-token records every k steps (0 = never)
-    log_tokens_responses: int = 4        # responses per logged step
-    progress: bool = True                # tqdm bar on a terminal (never in a log file or a notebook page)
-
-    def __post_init__(self):
-        self.validate()
-
-    @property
-    def batch_size(self) -> int:
-        """Responses per RL step."""
-        return self.prompts_per_step * self.group_size
-
-    @property
-    def updates_per_step(self) -> int:
-        return self.ppo_epochs * (self.batch_size // self.mini_batch_size)
-
-    def validate(self) -> None:
-        """Raise ConfigError naming the first bad key and its allowed values."""
-        for f in dataclasses.fields(self):
-            v, t = getattr(self, f.name), f.type
-            t = {"int": int, "float": float, "str": str, "bool": bool}.get(t, t) if isinstance(t, str) else t
-            if t is float and isinstance(v, str):  # YAML 1.1 reads "3e-4" (no dot) as a string
-                try:
-                    v = float(v)
-                    setattr(self, f.name, v)
-                except ValueError:
-                    pass
-            if t is float and isinstance(v, int) and not isinstance(v, bool):
-                setattr(self, f.name, float(v))
-            elif not isinstance(v, t) or (t is int and isinstance(v, bool)):
-                raise ConfigError(f"config key {f.name!r} must be of type {t.__name__}, got {v!r}")
-            if t is float and math.isnan(getattr(self, f.name)):  # every later check would name the wrong key
-                raise ConfigError(f"config key {f.name!r} = nan is invalid: allowed a number, not NaN")
-
-        def need(key: str, ok: bool, allowed: str) -> None:
-            if not ok:
-                raise ConfigError(f"config key {key!r} = {getattr(self, key)!r} is invalid: allowed {allowed}")
-
-        choices = {"device": ("cpu", "cuda"), "task": tuple(TASKS), "prompt_style": ("auto", "plain", "chat"),
-                   "tiny_arch": ("llama", "qwen2"), "loss_mode": tuple(POLICY_LOSSES), "agg": AGG_MODES,
-                   "kl_type": KL_KINDS}
-        for key, allowed in choices.items():
-            need(key, getattr(self, key) in allowed, f"one of {list(allowed)}")
-        for key in ("steps", "prompts_per_step", "group_size", "max_new_tokens", "mini_batch_size", "ppo_epochs",
-                    "tiny_hidden", "tiny_layers", "tiny_heads", "eval_size", "eval_every", "warmstart_batch",
-                    "countdown_max_number", "arith_max_operand", "log_tokens_responses"):
-            need(key, getattr(self, key) >= 1, "an integer >= 1")
-        for key in ("warmstart_steps", "warmup_steps", "save_every", "log_tokens_every", "micro_batch_size",
-                    "overlong_buffer", "entropy_chunk_size", "num_threads"):
-            need(key, getattr(self, key) >= 0, "an integer >= 0")
-        for key in ("lr", "warmstart_lr", "temperature", "grad_clip"):
-            need(key, math.isfinite(getattr(self, key)) and getattr(self, key) > 0, "a finite number > 0")
-        for key in ("weight_decay", "entropy_penalty_coef", "entropy_coef", "kl_coef", "sft_coef",
-                    "overlong_penalty_factor", "clip_high"):
-            need(key, math.isfinite(getattr(self, key)) and getattr(self, key) >= 0, "a finite number >= 0")
-        need("clip_low", 0 <= self.clip_low < 1, "0 <= clip_low < 1")
-        need("clip_c", self.clip_c > 1, "clip_c > 1 (inf disables the dual clip)")
-        for key in ("clip_cov_ratio", "kl_cov_ratio"):
-            need(key, 0 < getattr(self, key) <= 1, "0 < value <= 1")
-        need("clip_cov_ub", self.clip_cov_lb < self.clip_cov_ub, f"clip_cov_ub > clip_cov_lb = {self.clip_cov_lb}")
-        need("ppo_kl_coef", math.isfinite(self.ppo_kl_coef) and self.ppo_kl_coef >= 0, "a finite number >= 0")
-        need("erc_low", 0 <= self.erc_low < 1, "0 <= erc_low < 1")
-        need("erc_high", 1 < self.erc_high, "erc_high > 1 (inf allowed)")
-        need("entropy_penalty_low", 0 <= self.entropy_penalty_low < 1, "0 <= entropy_penalty_low < 1")
-        need("entropy_penalty_high", 1 < self.entropy_penalty_high, "entropy_penalty_high > 1")
-        need("group_size", self.group_size >= 2, "an integer >= 2 (GRPO needs a group)")
-        need("arith_ops", bool(self.arith_ops) and not set(self.arith_ops) - set("+-*"),
-             "a non-empty subset of '+-*'")
-        need("countdown_numbers", 2 <= self.countdown_numbers <= 4, "an integer in [2, 4]")
-        need("answer_prefix", not self.answer_prefix or self.task == "arith", "true only with task 'arith'")
-        need("mini_batch_size", self.batch_size % self.mini_batch_size == 0,
-             f"a divisor of prompts_per_step x group_size = {self.batch_size}")
-        need("micro_batch_size", self.micro_batch_size == 0 or self.mini_batch_size % self.micro_batch_size == 0,
-             f"0 or a divisor of mini_batch_size = {self.mini_batch_size}")
-        need("overlong_buffer", self.overlong_buffer <= self.max_new_tokens,
-             f"0 <= overlong_buffer <= max_new_tokens = {self.max_new_tokens}")
-        cpus = os.cpu_count() or 1
-        need("num_threads", self.num_threads <= cpus, f"0 (leave as is) or 1..{cpus} (this machine's CPUs)")
-        need("seed", 0 <= self.seed < MAX_SEED, f"an integer in [0, 2**32 - 1 = {MAX_SEED - 1}]")
-        need("prompts_per_step", self.batch_size <= MAX_BATCH,
-             f"prompts_per_step x group_size <= {MAX_BATCH} responses per step (got {self.batch_size})")
-        if self.model == "tiny":
-            head = self.tiny_hidden // self.tiny_heads
-            need("tiny_heads", self.tiny_hidden % self.tiny_heads == 0 and head % 2 == 0,
-                 f"a divisor of tiny_hidden = {self.tiny_hidden} leaving an even head size (rotary embeddings)")
-        space = problem_space(self)
-        need("eval_size", space is None or self.eval_size < space,
-             f"1..{(space or 0) - 1}: the task has {space} distinct problems and training needs some left over")
-
-
-_FIELDS = {f.name for f in dataclasses.fields(Config)}
-
-
-def problem_space(cfg: Config) -> int | None:
-    """Number of distinct problems (prompts) the config's task can generate; None when it is surely more than
-    ``cfg.eval_size`` (a countdown task with more number tuples than that)."""
-    if cfg.task == "arith":
-        return (cfg.arith_max_operand + 1) ** 2 * len(set(cfg.arith_ops))
-    n, top = cfg.countdown_numbers, cfg.countdown_max_number
-    if top ** n > cfg.eval_size:  # every ordered tuple of numbers is at least one prompt
-        return None
-    prompts = 0  # ordered tuples x the targets reachable from their multiset (left-to-right chains, as generated)
-    for combo in itertools.combinations_with_replacement(range(1, top + 1), n):
-        targets = set()
-        for order in set(itertools.permutations(combo)):
-            for ops in itertools.product("+-*", repeat=n - 1):
-                v = order[0]
-                for op, x in zip(ops, order[1:]):
-                    v = v + x if op == "+" else v - x if op == "-" else v * x
-                targets.add(v)
-        prompts += len(set(itertools.permutations(combo))) * len(targets)
-    return prompts
-
-
-def _check_keys(d: dict, where: str) -> None:
-    for key in d:
-        if key not in _FIELDS:
-            near = difflib.get_close_matches(str(key), _FIELDS, n=3)
-            hint = f" (did you mean {', '.join(map(repr, near))}?)" if near else ""
-            raise ConfigError(f"unknown config key {key!r} in {where}{hint}; known keys: {sorted(_FIELDS)}")
-
-
-def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict:
-    """A YAML preset as a dict; a ``base: other.yaml`` key (relative to the file) is loaded first and updated.
-    ``chain``: the files that led here (a ``base:`` cycle is an error naming them)."""
-    if path.resolve() in chain:
-        raise ConfigError(f"config key 'base' forms a cycle: {' -> '.join(map(str, chain + (path.resolve(),)))}")
-    try:
-        d = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"config file {path} cannot be read: {e}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
-    if not isinstance(d, dict):
-        raise ConfigError(f"{path} must hold a mapping of config keys")
-    base = d.pop("base", None)
-    if base is not None and not isinstance(base, str):
-        raise ConfigError(f"config key 'base' in {path} must be a file name (a string), got {base!r}")
-    merged = _read_yaml(path.parent / base, chain + (path.resolve(),)) if base else {}
-    _check_keys(d, str(path))
-    merged.update(d)
-    return merged
-
-
-def load_config(config: Config | dict | str | os.PathLike | None = None, overrides: dict | None = None) -> Config:
-    """A Config from a Config, a dict, or a YAML path, with ``overrides`` applied; validated before returning."""
-    if isinstance(config, Config):
-        d = dataclasses.asdict(config)
-    elif isinstance(config, dict):
-        _check_keys(config, "the config dict")
-        d = dict(config)
-    elif config is None:
-        d = {}
-    else:
-        d = _read_yaml(Path(config))
-    overrides = overrides or {}
-    _check_keys(overrides, "the overrides")
-    d.update(overrides)
-    return Config(**d)
-
-
-def parse_set(items: list[str]) -> dict:
-    """``["lr=1e-3", "erc=true"]`` -> ``{"lr": 0.001, "erc": True}`` (values parsed as YAML)."""
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise ConfigError(f"--set expects key=value, got {item!r}")
-        key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
-    return out
-
-
 # ============================================================================================ setup
 def seed_everything(seed: int) -> None:
     """Seed python, numpy's global RNG and torch (all devices)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def seed_step(cfg: Config, step: int) -> np.random.Generator:
+    """Reseed python, numpy and torch for RL step ``step`` from ``(seed, step)`` alone, so that a resumed run samples
+    what an uninterrupted one would; returns the step's generator of training problems."""
+    seed_everything(cfg.seed * 1_000_003 + step)
+    return np.random.default_rng([cfg.seed, step])
+
+
+def prompt_style(cfg: Config, tok) -> str:
+    """``cfg.prompt_style`` with ``auto`` resolved: ``chat`` iff the tokenizer has a chat template, else ``plain``."""
+    return cfg.prompt_style if cfg.prompt_style != "auto" else ("chat" if tok.chat_template else "plain")
 
 
 def make_task_from(cfg: Config):
@@ -362,9 +122,48 @@ def make_optimizer(cfg: Config, model):
     return opt, sched
 
 
-def autocast(cfg: Config):
+def autocast(device: str):
     """bf16 autocast on cuda; a no-op context on cpu."""
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.device == "cuda")
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda")
+
+
+@dataclass
+class Run:
+    """Everything an RL step works on, built once by :func:`setup`."""
+
+    cfg: Config
+    task: object                          # an erc_core.rl.tasks task: sample(), reward(), eval_split
+    model: torch.nn.Module                # the policy, in eval mode on cfg.device
+    tok: object                           # its tokenizer (left padding)
+    style: str                            # plain | chat: how prompts are formatted (prompt_style)
+    ref_model: torch.nn.Module | None     # frozen copy of the model after the warm start (kl_coef > 0), else None
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    step: int = 0                         # the last RL step done (the checkpoint's after a resume)
+    time_total: float = 0.0               # wall seconds of the run before this process (the checkpoint's)
+    warmstart_losses: list[float] = field(default_factory=list)   # the warm start's loss per supervised step
+    time_warmstart: float = 0.0           # wall seconds of the warm start
+
+
+def setup(cfg: Config, checkpoint: str | os.PathLike | None = None) -> Run:
+    """Seed, task, model and tokenizer, prompt style; then the warm start (``cfg.warmstart_steps``, a fresh run) or
+    nothing (``checkpoint`` given); the frozen reference model (``kl_coef > 0``), the optimizer and scheduler; and
+    finally, with ``checkpoint``, the states of the model, reference model, optimizer, scheduler and RNGs from it."""
+    seed_everything(cfg.seed)
+    task = make_task_from(cfg)
+    model, tok = build_model(cfg, task)
+    losses, t0 = [], time.perf_counter()
+    if checkpoint is None and cfg.warmstart_steps:
+        losses = warm_start(model, tok, task, cfg.warmstart_steps, cfg.warmstart_batch, cfg.warmstart_lr, cfg.seed,
+                            cfg.device)
+    t_warm = time.perf_counter() - t0
+    ref_model = copy.deepcopy(model).requires_grad_(False) if cfg.kl_coef > 0 else None
+    opt, sched = make_optimizer(cfg, model)
+    run = Run(cfg, task, model, tok, prompt_style(cfg, tok), ref_model, opt, sched, warmstart_losses=losses,
+              time_warmstart=t_warm)
+    if checkpoint is not None:
+        run.step, run.time_total = load_checkpoint(Path(checkpoint), model, ref_model, opt, sched)
+    return run
 
 
 # ============================================================================================ rollout
@@ -382,18 +181,20 @@ class Rollout:
     advantages: torch.Tensor       # (B,) GRPO advantages (group-normalised scores)
     keep: torch.Tensor             # (B,) bool, responses kept by dynamic sampling
     truncated: torch.Tensor        # (B,) bool, no <eos> within max_new_tokens
-    extra: dict = field(default_factory=dict)  # old_logp, old_entropy, ref_logp: (B, R) float32
+    old_logp: torch.Tensor | None = None     # (B, R) float32, the rollout policy's log-probs (old_pass)
+    old_entropy: torch.Tensor | None = None  # (B, R) float32, its full-vocabulary entropies (old_pass)
+    ref_logp: torch.Tensor | None = None     # (B, R) float32, the reference model's log-probs (old_pass, kl_coef > 0)
     first_forward: tuple | None = None  # old_pass(keep_graph=True): its first forward, with graph, for update()
 
 
-def generation_config(cfg: Config, tok, greedy: bool = False) -> GenerationConfig:
+def generation_config(tok, max_new_tokens: int, temperature: float, greedy: bool = False) -> GenerationConfig:
     """Sampling from the FULL temperature-scaled distribution, which the old pass scores: every field that could
     reshape it is set to its neutral value here, since ``generate`` fills unset fields from the model's own
-    ``generation_config`` (see :data:`erc_core.models.NEUTRAL_SAMPLING`)."""
-    common = dict(max_new_tokens=cfg.max_new_tokens, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    ``generation_config`` (see :data:`erc_core.rl.models.NEUTRAL_SAMPLING`)."""
+    common = dict(max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
     if greedy:
         return GenerationConfig(do_sample=False, **common, **NEUTRAL_PROCESSING)
-    return GenerationConfig(do_sample=True, temperature=cfg.temperature, **common, **NEUTRAL_SAMPLING)
+    return GenerationConfig(do_sample=True, temperature=temperature, **common, **NEUTRAL_SAMPLING)
 
 
 def response_mask_from(responses: torch.Tensor, eos_id: int) -> torch.Tensor:
@@ -402,17 +203,35 @@ def response_mask_from(responses: torch.Tensor, eos_id: int) -> torch.Tensor:
     return (is_eos.cumsum(-1) - is_eos) == 0
 
 
+@dataclass
+class Generation:
+    """What :func:`generate` returns for B prompts: P prompt tokens (left-padded), R response tokens."""
+
+    prompt_ids: torch.Tensor       # (B, P) the tokenized prompts, left-padded
+    prompt_mask: torch.Tensor      # (B, P) 1 on prompt tokens
+    responses: torch.Tensor        # (B, R) sampled response ids (padded after <eos>)
+    response_mask: torch.Tensor    # (B, R) bool, response tokens up to and including the first <eos>
+    texts: list[str]               # B decoded responses (special tokens skipped)
+
+
 @torch.no_grad()
-def generate(cfg: Config, model, tok, prompts: list[str], greedy: bool = False):
-    """Prompts -> (input_ids (B, P+R), prompt width P, responses (B, R), response_mask (B, R), texts)."""
+def generate(model, tok, prompts: list[str], max_new_tokens: int, temperature: float = 1.0, greedy: bool = False,
+             device: str = "cpu") -> Generation:
+    """Sample (or, ``greedy``, decode greedily) one response of at most ``max_new_tokens`` to each prompt from the
+    full temperature-scaled distribution (bf16 autocast on cuda)."""
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
     unique = list(dict.fromkeys(prompts))  # a GRPO group repeats its prompt: tokenize each prompt once
-    ids, mask = encode_prompts(tok, unique, cfg.device)
+    ids, mask = encode_prompts(tok, unique, device)
     if len(unique) < len(prompts):
         row = {p: i for i, p in enumerate(unique)}
         rows = torch.tensor([row[p] for p in prompts], device=ids.device)
         ids, mask = ids[rows], mask[rows]
-    with autocast(cfg):
-        out = model.generate(input_ids=ids, attention_mask=mask, generation_config=generation_config(cfg, tok, greedy))
+    with autocast(device):
+        out = model.generate(input_ids=ids, attention_mask=mask,
+                             generation_config=generation_config(tok, max_new_tokens, temperature, greedy))
     responses = out[:, ids.shape[1]:]
     rmask = response_mask_from(responses, tok.eos_token_id)
     # the mask is a prefix of each row: decode the first n ids of each row; equal responses (frequent in a group)
@@ -420,15 +239,15 @@ def generate(cfg: Config, model, tok, prompts: list[str], greedy: bool = False):
     seqs = [tuple(r[:n]) for r, n in zip(responses.tolist(), rmask.sum(-1).tolist())]
     distinct = list(dict.fromkeys(seqs))
     decoded = dict(zip(distinct, tok.batch_decode([list(q) for q in distinct], skip_special_tokens=True)))
-    texts = [decoded[q] for q in seqs]
-    return ids, mask, responses, rmask, texts
+    return Generation(ids, mask, responses, rmask, [decoded[q] for q in seqs])
 
 
 def rollout(cfg: Config, model, tok, task, rng: np.random.Generator, style: str) -> Rollout:
     """Sample a group of responses for each of ``prompts_per_step`` fresh training problems and score them."""
     examples = task.sample(rng, cfg.prompts_per_step)
     prompts = [format_prompt(e, tok, style) for e in examples for _ in range(cfg.group_size)]
-    ids, pmask, responses, rmask, texts = generate(cfg, model, tok, prompts)
+    gen = generate(model, tok, prompts, cfg.max_new_tokens, cfg.temperature, device=cfg.device)
+    responses, rmask, texts = gen.responses, gen.response_mask, gen.texts
     exs = [e for e in examples for _ in range(cfg.group_size)]
     rewards = torch.tensor([task.reward(t, e) for t, e in zip(texts, exs)], dtype=torch.float32)
     lengths = rmask.sum(-1).cpu()
@@ -441,9 +260,9 @@ def rollout(cfg: Config, model, tok, task, rng: np.random.Generator, style: str)
     advantages = grpo_advantages(groups).reshape(-1)
     keep_groups = dynamic_sampling_mask(groups) if cfg.dynamic_sampling else torch.ones(len(groups), dtype=torch.bool)
     keep = keep_groups.repeat_interleave(cfg.group_size)
-    return Rollout(input_ids=torch.cat([ids, responses], 1),
-                   attention_mask=torch.cat([pmask, rmask.long()], 1), responses=responses, response_mask=rmask,
-                   texts=texts, rewards=rewards, scores=scores, advantages=advantages, keep=keep,
+    return Rollout(input_ids=torch.cat([gen.prompt_ids, responses], 1),
+                   attention_mask=torch.cat([gen.prompt_mask, rmask.long()], 1), responses=responses,
+                   response_mask=rmask, texts=texts, rewards=rewards, scores=scores, advantages=advantages, keep=keep,
                    truncated=truncated)
 
 
@@ -464,7 +283,7 @@ def score_tokens(cfg: Config, model, ro: Rollout, idx: torch.Tensor) -> tuple[to
     dev = cfg.device
     width = ro.input_ids.shape[1]
     keep = torch.arange(width - r - 1, width - 1, device=dev)  # the positions predicting the responses: (b, R, V)
-    with autocast(cfg):  # as an index, the LM head computes exactly these rows (no copy of a (b, R+1, V) slice)
+    with autocast(cfg.device):  # as an index, the LM head computes exactly these rows (no copy of a (b, R+1, V) slice)
         logits = forward_logits(model, ro.input_ids[idx].to(dev), ro.attention_mask[idx].to(dev),
                                 logits_to_keep=keep)
     # no per-call value checks (host syncs): update() checks each micro-batch's loss, which any NaN reaches
@@ -479,14 +298,13 @@ def _param_versions(model) -> list[int]:
 
 @torch.no_grad()
 def old_pass(cfg: Config, model, ref_model, ro: Rollout, parts, keep_graph: bool = False) -> None:
-    """Fill ``ro.extra`` with old_logp, old_entropy (and ref_logp): (B, R) float32, on the update's micro-batches.
+    """Fill ``ro.old_logp``, ``ro.old_entropy`` (and ``ro.ref_logp``): (B, R) float32, on the update's micro-batches.
 
     ``keep_graph``: the first micro-batch's forward runs with autograd and is kept in ``ro.first_forward``; the
     first update (same weights, same inputs, so the same numbers) then reuses it instead of repeating it."""
     b, r = ro.responses.shape
-    names = ["old_logp", "old_entropy"] + (["ref_logp"] if ref_model is not None else [])
-    for n in names:
-        ro.extra[n] = torch.zeros(b, r, device=cfg.device)
+    ro.old_logp, ro.old_entropy = torch.zeros(b, r, device=cfg.device), torch.zeros(b, r, device=cfg.device)
+    ro.ref_logp = torch.zeros(b, r, device=cfg.device) if ref_model is not None else None
     ro.first_forward = None
     for mini in parts:
         for idx in mini:
@@ -497,9 +315,9 @@ def old_pass(cfg: Config, model, ref_model, ro: Rollout, parts, keep_graph: bool
                 logp, ent = logp.detach(), ent.detach()
             else:
                 logp, ent = score_tokens(cfg, model, ro, idx)
-            ro.extra["old_logp"][idx], ro.extra["old_entropy"][idx] = logp, ent
+            ro.old_logp[idx], ro.old_entropy[idx] = logp, ent
             if ref_model is not None:
-                ro.extra["ref_logp"][idx] = score_tokens(cfg, ref_model, ro, idx)[0]
+                ro.ref_logp[idx] = score_tokens(cfg, ref_model, ro, idx)[0]
 
 
 # ============================================================================================ update
@@ -528,9 +346,9 @@ def micro_loss(cfg: Config, model, ro: Rollout, idx: torch.Tensor) -> tuple[torc
     entropies (b, R) detached."""
     logp, ent = take_first_forward(model, ro, idx) or score_tokens(cfg, model, ro, idx)
     mask = ro.response_mask[idx].to(cfg.device)
-    old_ent = ro.extra["old_entropy"][idx]
+    old_ent = ro.old_entropy[idx]
     adv = ro.advantages[idx].to(cfg.device)
-    loss, stats = policy_loss(logp, ro.extra["old_logp"][idx], adv, mask, entropy=ent, old_entropy=old_ent,
+    loss, stats = policy_loss(logp, ro.old_logp[idx], adv, mask, entropy=ent, old_entropy=old_ent,
                               mode=cfg.loss_mode, clip_low=cfg.clip_low, clip_high=cfg.clip_high, clip_c=cfg.clip_c,
                               erc_bounds=(cfg.erc_low, cfg.erc_high) if cfg.erc else None, agg=cfg.agg,
                               mode_options=mode_options(cfg), validate=False, stats_as_tensors=True)
@@ -543,7 +361,7 @@ def micro_loss(cfg: Config, model, ro: Rollout, idx: torch.Tensor) -> tuple[torc
     if cfg.entropy_coef > 0:
         loss = loss - cfg.entropy_coef * agg_loss(ent, mask, cfg.agg)
     if cfg.kl_coef > 0:
-        kl = agg_loss(kl_penalty(logp, ro.extra["ref_logp"][idx], cfg.kl_type), mask, cfg.agg)
+        kl = agg_loss(kl_penalty(logp, ro.ref_logp[idx], cfg.kl_type), mask, cfg.agg)
         loss = loss + cfg.kl_coef * kl
         stats["kl_ref"] = kl.detach()
     if cfg.sft_coef > 0:
@@ -571,15 +389,28 @@ def clip_gradients(model, max_norm: float) -> dict[str, float]:
     return {"grad_norm": pre, "grad_norm_clipped": post, "grad_clip_frac": float(pre + 1e-6 > max_norm)}
 
 
-def update(cfg: Config, model, opt, ro: Rollout, parts) -> tuple[dict, torch.Tensor]:
+@dataclass
+class Hooks:
+    """Optional callbacks of :func:`rl_step` around each optimizer update of the step."""
+
+    #: called before each update with the rollout and the update's mini-batch (its micro-batches of response indices)
+    before_update: Callable[[Rollout, list[torch.Tensor]], None] | None = None
+    #: called after each update with its statistics (the per-update values the step record averages)
+    after_update: Callable[[dict], None] | None = None
+
+
+def update(cfg: Config, model, opt, ro: Rollout, parts, hooks: Hooks | None = None) -> tuple[dict, torch.Tensor]:
     """``ppo_epochs`` passes of one AdamW step per mini-batch. Returns stats averaged over updates (plus the last
     update's erc_clipfrac) and the entropies (B, R) each response had in its last forward."""
-    last_ent = ro.extra["old_entropy"].clone()
+    hooks = hooks or Hooks()
+    last_ent = ro.old_entropy.clone()
     history: list[dict] = []
     resp_tokens = ro.response_mask.sum(-1).tolist()  # (B,) ints, read once per step
     n_tokens = [[sum(resp_tokens[i] for i in idx.tolist()) for idx in mini] for mini in parts]
     for _ in range(cfg.ppo_epochs):
         for mini, mini_tokens in zip(parts, n_tokens):
+            if hooks.before_update:
+                hooks.before_update(ro, mini)
             opt.zero_grad(set_to_none=True)
             n_tok = sum(mini_tokens)
             merged: dict[str, float] = {}
@@ -596,11 +427,49 @@ def update(cfg: Config, model, opt, ro: Rollout, parts) -> tuple[dict, torch.Ten
             merged.update(clip_gradients(model, cfg.grad_clip))
             opt.step()
             history.append(merged)
+            if hooks.after_update:
+                hooks.after_update(dict(merged))
     out = {k: float(np.mean([h[k] for h in history])) for k in history[0]} if history else {}
     if history:
         out["erc_clipfrac_last"] = history[-1]["erc_clipfrac"]
     out["updates"] = len(history)
     return out, last_ent
+
+
+# ============================================================================================ one RL step
+@dataclass
+class StepResult:
+    """What :func:`rl_step` returns."""
+
+    record: dict                   # the step's metrics record (without evaluation and time_total)
+    rollout: Rollout               # the step's samples, with the old pass filled in
+    last_entropy: torch.Tensor     # (B, R) the entropies each response had in its last forward of the step
+
+
+def rl_step(run: Run, step: int, hooks: Hooks | None = None,
+            clock: Callable[[], float] = time.perf_counter) -> StepResult:
+    """RL step ``step`` of ``run``: reseed from ``(seed, step)``, rollout (sample, reward, advantages), old pass,
+    ``updates_per_step`` optimizer updates, one scheduler step. The record holds the rollout metrics, the
+    learning rate of the next step, the update statistics and the seconds of each phase by ``clock``."""
+    cfg = run.cfg
+    rng = seed_step(cfg, step)
+    t0 = clock()
+    ro = rollout(cfg, run.model, run.tok, run.task, rng, run.style)
+    t1 = clock()
+    parts = partition(cfg, ro.keep)
+    old_pass(cfg, run.model, run.ref_model, ro, parts, keep_graph=True)
+    t2 = clock()
+    stats, last_ent = update(cfg, run.model, run.opt, ro, parts, hooks)
+    with warnings.catch_warnings():  # a step whose groups were all dropped has no optimizer step
+        warnings.simplefilter("ignore", UserWarning)
+        run.sched.step()
+    t3 = clock()
+    run.step = step
+    rec = dict(step=step, **rollout_metrics(ro), lr=run.opt.param_groups[0]["lr"],
+               updates_per_step=cfg.updates_per_step, **stats)
+    rec.update(time_generate=t1 - t0, time_old=t2 - t1, time_update=t3 - t2, time_step=t3 - t0,
+               tokens_per_s=float(ro.response_mask.sum()) / (t3 - t0))
+    return StepResult(rec, ro, last_ent)
 
 
 # ============================================================================================ eval, logging
@@ -631,11 +500,11 @@ def rollout_metrics(ro: Rollout) -> dict[str, float]:
     ``entropy_mean`` covers the response tokens of kept responses only: the old pass scores only those (the dropped
     responses' ``old_entropy`` rows stay 0), so a mean over all responses would mix in zeros."""
     m = ro.response_mask
-    kept_tokens = (m & ro.keep[:, None]).to(ro.extra["old_entropy"].device)
+    kept_tokens = (m & ro.keep[:, None]).to(ro.old_entropy.device)
     out = dict(reward_mean=float(ro.rewards.mean()), score_mean=float(ro.scores.mean()),
                kept_frac=float(ro.keep.float().mean()))
     if bool(kept_tokens.any()):
-        out["entropy_mean"] = float(ro.extra["old_entropy"][kept_tokens].mean())
+        out["entropy_mean"] = float(ro.old_entropy[kept_tokens].mean())
     out.update(response_len=float(m.sum(-1).float().mean()), truncated_frac=float(ro.truncated.float().mean()))
     return out
 
@@ -647,7 +516,8 @@ def evaluate(cfg: Config, model, tok, task, style: str, batch: int = 256) -> flo
     hits = []
     for i in range(0, len(exs), batch):
         chunk = exs[i:i + batch]
-        texts = generate(cfg, model, tok, [format_prompt(e, tok, style) for e in chunk], greedy=True)[4]
+        texts = generate(model, tok, [format_prompt(e, tok, style) for e in chunk], cfg.max_new_tokens,
+                         cfg.temperature, greedy=True, device=cfg.device).texts
         hits += [task.reward(t, e) for t, e in zip(texts, chunk)]
     return float(np.mean(hits))
 
@@ -660,13 +530,13 @@ def token_records(cfg: Config, tok, ro: Rollout, last_ent: torch.Tensor, step: i
     recs = []
     for i in cand[:cfg.log_tokens_responses]:
         # the gate's own functions on the same float32 tensors, so a record says exactly what the gate did
-        old_h, h = ro.extra["old_entropy"][i].float().cpu(), last_ent[i].float().cpu()
+        old_h, h = ro.old_entropy[i].float().cpu(), last_ent[i].float().cpu()
         rho = entropy_ratio(h, old_h)
         out_band = ~erc_mask(h, old_h, torch.ones_like(h, dtype=torch.bool), (cfg.erc_low, cfg.erc_high))
         for t in range(int(ro.response_mask[i].sum())):
             outside = bool(out_band[t])
             recs.append(dict(step=step, response=i, t=t, token=tok.decode([int(ro.responses[i, t])]),
-                             old_entropy=float(old_h[t]), entropy=float(h[t]), ratio=float(rho[t]),
+                             old_entropy=float(old_h[t]), entropy=float(h[t]), rho=float(rho[t]),
                              outside_band=outside,
                              gated=outside and cfg.erc, advantage=float(ro.advantages[i]),
                              reward=float(ro.rewards[i])))
@@ -883,68 +753,40 @@ def _train(cfg: Config, out_dir: str | os.PathLike, resume: bool, stop_at: int |
     out = Path(out_dir)
     metrics_path, tokens_path, ckpt_path = out / "metrics.jsonl", out / "tokens.jsonl", out / "checkpoint.pt"
     t_start = time.perf_counter()
-
-    seed_everything(cfg.seed)
-    task = make_task_from(cfg)
-    model, tok = build_model(cfg, task)
-    style = cfg.prompt_style if cfg.prompt_style != "auto" else ("chat" if tok.chat_template else "plain")
-    start_step, time_before = 0, 0.0
     if resume and ckpt_path.exists():
-        ref_model = copy.deepcopy(model).requires_grad_(False) if cfg.kl_coef > 0 else None
-        opt, sched = make_optimizer(cfg, model)
-        start_step, time_before = load_checkpoint(ckpt_path, model, ref_model, opt, sched)
-        if cfg.steps < start_step:
-            raise ConfigError(f"config key 'steps' = {cfg.steps} is invalid: the checkpoint is at step {start_step}; "
-                              f"allowed steps >= {start_step}")
+        run = setup(cfg, checkpoint=ckpt_path)
+        if cfg.steps < run.step:
+            raise ConfigError(f"config key 'steps' = {cfg.steps} is invalid: the checkpoint is at step {run.step}; "
+                              f"allowed steps >= {run.step}")
         _write_config(out, cfg)  # a resume may only change steps (and progress): record them
-        _truncate_jsonl(metrics_path, start_step)
-        _truncate_jsonl(tokens_path, start_step)
+        _truncate_jsonl(metrics_path, run.step)
+        _truncate_jsonl(tokens_path, run.step)
     else:
         for p in (metrics_path, tokens_path, ckpt_path):
             p.unlink(missing_ok=True)
         _write_config(out, cfg)
-        t0 = time.perf_counter()
-        ws = warm_start(model, tok, task, cfg.warmstart_steps, cfg.warmstart_batch, cfg.warmstart_lr, cfg.seed,
-                        cfg.device) if cfg.warmstart_steps else []
-        ref_model = copy.deepcopy(model).requires_grad_(False) if cfg.kl_coef > 0 else None
-        opt, sched = make_optimizer(cfg, model)
-        rec = dict(step=0, eval_acc=evaluate(cfg, model, tok, task, style),
-                   warmstart_loss=ws[-1] if ws else None, time_warmstart=time.perf_counter() - t0,
+        run = setup(cfg)
+        ws = run.warmstart_losses
+        rec = dict(step=0, eval_acc=evaluate(cfg, run.model, run.tok, run.task, run.style),
+                   warmstart_loss=ws[-1] if ws else None, time_warmstart=run.time_warmstart,
                    torch_threads=torch.get_num_threads())
         rec["time_total"] = time.perf_counter() - t_start
         _append_jsonl(metrics_path, [rec])
 
     last = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
     # disable=None: a bar only where stderr is a terminal (a log file or a notebook page would keep every refresh)
-    bar = tqdm(range(start_step + 1, last + 1), desc=out.name, disable=None if cfg.progress else True,
+    bar = tqdm(range(run.step + 1, last + 1), desc=out.name, disable=None if cfg.progress else True,
                dynamic_ncols=True)
     for step in bar:
-        seed_everything(cfg.seed * 1_000_003 + step)  # each step's sampling depends only on (seed, step): resumable
-        rng = np.random.default_rng([cfg.seed, step])
-        t0 = time.perf_counter()
-        ro = rollout(cfg, model, tok, task, rng, style)
-        t1 = time.perf_counter()
-        parts = partition(cfg, ro.keep)
-        old_pass(cfg, model, ref_model, ro, parts, keep_graph=True)
-        t2 = time.perf_counter()
-        stats, last_ent = update(cfg, model, opt, ro, parts)
-        with warnings.catch_warnings():  # a step whose groups were all dropped has no optimizer step
-            warnings.simplefilter("ignore", UserWarning)
-            sched.step()
-        t3 = time.perf_counter()
-
-        m = ro.response_mask
-        rec = dict(step=step, **rollout_metrics(ro), lr=opt.param_groups[0]["lr"],
-                   updates_per_step=cfg.updates_per_step, **stats)
-        rec.update(time_generate=t1 - t0, time_old=t2 - t1, time_update=t3 - t2, time_step=t3 - t0,
-                   tokens_per_s=float(m.sum()) / (t3 - t0))
+        res = rl_step(run, step)
+        rec = res.record
         if step % cfg.eval_every == 0 or step == cfg.steps:
             te = time.perf_counter()
-            rec["eval_acc"] = evaluate(cfg, model, tok, task, style)
+            rec["eval_acc"] = evaluate(cfg, run.model, run.tok, run.task, run.style)
             rec["time_eval"] = time.perf_counter() - te
         if cfg.log_tokens_every and step % cfg.log_tokens_every == 0:
-            _append_jsonl(tokens_path, token_records(cfg, tok, ro, last_ent, step), sync=False)
-        rec["time_total"] = time_before + time.perf_counter() - t_start
+            _append_jsonl(tokens_path, token_records(cfg, run.tok, res.rollout, res.last_entropy, step), sync=False)
+        rec["time_total"] = run.time_total + time.perf_counter() - t_start
         save = bool(cfg.save_every and step % cfg.save_every == 0) or step == last
         if save and tokens_path.exists():
             _append_jsonl(tokens_path, [], sync=True)
@@ -952,13 +794,13 @@ def _train(cfg: Config, out_dir: str | os.PathLike, resume: bool, stop_at: int |
         bar.set_postfix(reward=f"{rec['reward_mean']:.2f}", erc=f"{rec.get('erc_clipfrac', 0):.3f}",
                         ent=f"{rec.get('entropy_mean', math.nan):.2f}")
         if save:
-            save_checkpoint(ckpt_path, step, model, ref_model, opt, sched, rec["time_total"])
+            save_checkpoint(ckpt_path, step, run.model, run.ref_model, run.opt, run.sched, rec["time_total"])
     return read_jsonl(metrics_path)
 
 
 # ============================================================================================ CLI
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m erc_core.train", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m erc_core.rl.train", description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", required=True, help="YAML preset, e.g. configs/tiny_arith_erc.yaml")
     ap.add_argument("--out", required=True, help="output directory (metrics.jsonl, tokens.jsonl, checkpoint.pt)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",

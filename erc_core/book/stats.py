@@ -10,7 +10,7 @@ Usage::
 Rules, each in one place here:
 
 - a comparison is **paired by seed** (runs of one seed share the warm start and first rollout): per-seed
-  differences, their mean and 95% Student-t interval (:func:`erc_core.study.paired_diff`) and the two-sided p-value
+  differences, their mean and 95% Student-t interval (:func:`erc_core.rl.study.paired_diff`) and the two-sided p-value
   of the same t statistic;
 - a **family** of tests is corrected with Holm's step-down method; its size is reported with it;
 - a verdict is ``"resolved: +"``, ``"resolved: -"`` or ``"not resolved"`` (never "no change": an interval that
@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import scipy.stats as sps
 
-from .study import ci95, paired_diff
+from erc_core.rl.study import ci95, paired_diff
 
 __all__ = ["VERDICTS", "t_pvalue", "paired_test", "one_sample_test", "holm", "family", "verdict", "bootstrap_ci",
            "transformed_ci", "binomial_ci"]
@@ -55,8 +55,8 @@ def t_pvalue(mean: float, low: float, high: float, n: int) -> float:
 
 
 def paired_test(runs: pd.DataFrame, a: str, b: str) -> dict:
-    """``b - a`` paired by seed over a :func:`erc_core.study.per_run` table: ``n, mean, low, high`` (95% t-interval,
-    as :func:`erc_core.study.paired_diff`) and ``p`` (two-sided paired t-test)."""
+    """``b - a`` paired by seed over a :func:`erc_core.rl.study.per_run` table: ``n, mean, low, high`` (95% t-interval,
+    as :func:`erc_core.rl.study.paired_diff`) and ``p`` (two-sided paired t-test)."""
     d = paired_diff(runs, a, b)
     return dict(d, p=t_pvalue(d["mean"], d["low"], d["high"], d["n"]))
 

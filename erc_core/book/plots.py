@@ -2,9 +2,9 @@
 
 Functions take tensors (or arrays) and return a :class:`matplotlib.figure.Figure` built without pyplot, so they
 hold no global state; a notebook with ``%matplotlib inline`` shows the returned figure as a PNG. Every figure is
-:data:`erc_core.style.FIG_WIDTH` inches wide at :data:`erc_core.style.DPI` dpi, built under
-:data:`erc_core.style.RC` (text >= 9 pt at the book's display width), coloured from
-:data:`erc_core.style.PALETTE` (one meaning per colour), with plain decimal ticks on log-scaled ratio axes.
+:data:`erc_core.book.style.FIG_WIDTH` inches wide at :data:`erc_core.book.style.DPI` dpi, built under
+:data:`erc_core.book.style.RC` (text >= 9 pt at the book's display width), coloured from
+:data:`erc_core.book.style.PALETTE` (one meaning per colour), with plain decimal ticks on log-scaled ratio axes.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from .band import Band
+from erc_core.band import Band
 from .style import DPI, FIG_WIDTH, PALETTE, SEQUENCE, SERIES, TINTS, ratio_axis, styled
 
 __all__ = ["COLORS", "fig_temperature", "fig_ppo_blind_spot", "fig_erc_gate", "fig_offpolicy_drift",
@@ -28,7 +28,7 @@ __all__ = ["COLORS", "fig_temperature", "fig_ppo_blind_spot", "fig_erc_gate", "f
            "fig_dynamic_sampling", "fig_overlong", "fig_rho_tokens", "fig_offpolicy_updates", "fig_gate_plane",
            "fig_run_curves", "fig_gated_entropy"]
 
-#: Older names of :data:`erc_core.style.PALETTE` colours (kept for callers such as ``plots_llm``).
+#: Older names of :data:`erc_core.book.style.PALETTE` colours (kept for callers such as ``plots_llm``).
 COLORS = {"old": PALETTE["old"], "collapse": PALETTE["fell"], "explode": PALETTE["rose"], "kept": PALETTE["kept"],
           "band": PALETTE["erc"], "ppo": PALETTE["base"], "erc": PALETTE["erc"], "low": PALETTE["fell"],
           "high": PALETTE["rose"], "pad": PALETTE["pad"]}
@@ -196,7 +196,7 @@ def fig_offpolicy_drift(ppo, erc, clip: tuple[float, float] = (0.2, 0.28),
     bottom right: mean ``|rho - 1|`` over positions.
 
     Args:
-        ppo, erc: :class:`erc_core.toy.UpdateTrace` of the run without and with the ERC gate.
+        ppo, erc: :class:`erc_core.book.toy.UpdateTrace` of the run without and with the ERC gate.
         clip: PPO's (clip_low, clip_high).
         erc_bounds: ERC's (low, high).
     """
@@ -462,7 +462,7 @@ def fig_rho_tokens(rho, old_entropy, bounds: tuple[float, float] = (0.95, 1.05),
     """Entropy ratios of logged response tokens: their distribution (left) and against the old entropy (right).
 
     Args:
-        rho: (N,) entropy ratios of N tokens (e.g. ``tokens.jsonl``'s ``ratio``).
+        rho: (N,) entropy ratios of N tokens (e.g. ``tokens.jsonl``'s ``rho``).
         old_entropy: (N,) their old entropies (nats).
         bounds: the ERC band.
         clip_to: the histogram shows log-ratios in [-clip_to, clip_to] (values beyond are piled at the edges).
@@ -533,7 +533,7 @@ def fig_gate_plane(ratio: torch.Tensor, rho: torch.Tensor, flow: dict, bounds: t
 
     Args:
         ratio, rho: (B, T) probability and entropy ratios.
-        flow: ``erc_core.runs.gradient_flow`` output for the same tokens.
+        flow: ``erc_core.book.runs.gradient_flow`` output for the same tokens.
         bounds: the ERC band; clip: PPO's (clip_low, clip_high).
     """
     r, q = _np(ratio).astype(float), _np(rho).astype(float)
@@ -569,7 +569,7 @@ def fig_run_curves(runs: dict, smooth: int = 3) -> Figure:
     shows (dashed) the fraction of tokens the gate WOULD have gated (``ratio_outside_frac``).
 
     Args:
-        runs: ``{name: erc_core.runs.read_metrics(...)}`` DataFrames indexed by step.
+        runs: ``{name: erc_core.book.runs.read_metrics(...)}`` DataFrames indexed by step.
         smooth: moving-average window in steps for the per-step metrics (1 = raw).
     """
     fig = _figure(7.4)
@@ -609,7 +609,7 @@ def fig_gated_entropy(tokens: dict, bounds: tuple[float, float] = (0.95, 1.05)) 
     """Old entropy of the tokens an ERC band keeps and gates (outside the band), one panel per run.
 
     Args:
-        tokens: ``{name: (rho (N,), old_entropy (N,))}`` of logged tokens (``tokens.jsonl``'s ``ratio`` and
+        tokens: ``{name: (rho (N,), old_entropy (N,))}`` of logged tokens (``tokens.jsonl``'s ``rho`` and
             ``old_entropy``).
         bounds: the ERC band.
     """

@@ -1,6 +1,6 @@
 """Reading training runs back for the book: metrics and per-token tables, gate summaries, one replayed step.
 
-:func:`erc_core.train.train` writes ``metrics.jsonl`` (one record per RL step) and ``tokens.jsonl`` (per-token
+:func:`erc_core.rl.train.train` writes ``metrics.jsonl`` (one record per RL step) and ``tokens.jsonl`` (per-token
 records of a few responses every ``log_tokens_every`` steps) into its output folder. The chapters read them
 with :func:`read_metrics` / :func:`read_tokens` and summarise them with :func:`gate_summary` /
 :func:`compare_runs`. :func:`replay_step` runs ONE more RL step from a run's final checkpoint with the trainer's
@@ -10,8 +10,6 @@ update, which is what a chapter needs to show gradients, PPO ratios and the ERC 
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import os
 import platform
 from dataclasses import dataclass
@@ -21,7 +19,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .band import Band
+from erc_core.band import Band
+from erc_core.rl.study import tokens_table
 
 __all__ = ["read_metrics", "read_tokens", "gate_summary", "compare_runs", "StepTrace", "replay_step", "gradient_flow",
            "hardware"]
@@ -30,7 +29,7 @@ __all__ = ["read_metrics", "read_tokens", "gate_summary", "compare_runs", "StepT
 def _run_file(run_dir: str | os.PathLike, name: str) -> Path:
     path = Path(run_dir) / name
     if not path.exists():
-        raise FileNotFoundError(f"run_dir {str(run_dir)!r} has no {name} (is it an erc_core.train output folder?)")
+        raise FileNotFoundError(f"run_dir {str(run_dir)!r} has no {name} (is it an erc_core.rl.train output folder?)")
     return path
 
 
@@ -46,31 +45,31 @@ def read_metrics(run_dir: str | os.PathLike) -> pd.DataFrame:
 def read_tokens(run_dir: str | os.PathLike, steps: list[int] | None = None) -> pd.DataFrame:
     """``tokens.jsonl`` of a run as a DataFrame, one row per logged response token.
 
-    Columns: step, response, t, token, old_entropy, entropy, ratio (the entropy ratio rho), outside_band,
+    Columns: step, response, t, token, old_entropy, entropy, rho (the entropy ratio), outside_band,
     gated (outside the band AND the run used ERC), advantage, reward. ``steps``: keep only these RL steps.
     """
     path = _run_file(run_dir, "tokens.jsonl")
     if path.stat().st_size == 0:
         raise ValueError(f"{path} is empty: train with log_tokens_every >= 1 and at least that many steps")
-    df = pd.read_json(path, lines=True, dtype={"token": str})
+    df = tokens_table(path)
     if steps is not None:
         df = df[df["step"].isin(list(steps))].reset_index(drop=True)
     return df
 
 
 def gate_summary(tokens: pd.DataFrame, bounds: tuple[float, float] = (0.95, 1.05)) -> dict:
-    """Counts and mean old entropies of the tokens an ERC band keeps and gates, from the ``ratio`` column.
+    """Counts and mean old entropies of the tokens an ERC band keeps and gates, from the ``rho`` column.
 
     Args:
-        tokens: a :func:`read_tokens` table (at least ``ratio`` and ``old_entropy``).
-        bounds: the ERC band (low, high); a token is gated when ``ratio <= low`` or ``ratio >= high``.
+        tokens: a :func:`read_tokens` table (at least ``rho`` and ``old_entropy``).
+        bounds: the ERC band (low, high); a token is gated when ``rho <= low`` or ``rho >= high``.
 
     Returns:
         dict with n_tokens, n_gated, n_gated_low (entropy fell), n_gated_high (rose), gated_frac, and
         mean_old_entropy_{gated,kept,gated_low,gated_high} (NaN when the group is empty).
     """
     band = Band.of(bounds, "bounds")
-    rho, h = tokens["ratio"].to_numpy(float), tokens["old_entropy"].to_numpy(float)
+    rho, h = tokens["rho"].to_numpy(float), tokens["old_entropy"].to_numpy(float)
     lo, hi = band.fell(rho), band.rose(rho)
     gated = lo | hi
 
@@ -132,47 +131,34 @@ def replay_step(run_dir: str | os.PathLike) -> StepTrace:
 
     Uses the run's ``config.yaml`` and ``checkpoint.pt``; the run folder is not modified.
     """
-    from erc_core import train as T
+    from erc_core.rl import train as T
+    from erc_core.rl.config import load_config
 
-    cfg = T.load_config(_run_file(run_dir, "config.yaml"), {"progress": False})
-    ckpt = _run_file(run_dir, "checkpoint.pt")
-    task = T.make_task_from(cfg)
-    model, tok = T.build_model(cfg, task)
-    ref_model = copy.deepcopy(model).requires_grad_(False) if cfg.kl_coef > 0 else None
-    opt, sched = T.make_optimizer(cfg, model)
-    step = T.load_checkpoint(ckpt, model, ref_model, opt, sched)[0] + 1
-    style = cfg.prompt_style if cfg.prompt_style != "auto" else ("chat" if tok.chat_template else "plain")
-    T.seed_everything(cfg.seed * 1_000_003 + step)
-    ro = T.rollout(cfg, model, tok, task, np.random.default_rng([cfg.seed, step]), style)
-    parts = T.partition(cfg, ro.keep)
-    T.old_pass(cfg, model, ref_model, ro, parts)
-    kept = ro.keep.nonzero().squeeze(-1)
-    one_epoch = dataclasses.replace(cfg, ppo_epochs=1)
+    cfg = load_config(_run_file(run_dir, "config.yaml"), {"progress": False})
+    run = T.setup(cfg, checkpoint=_run_file(run_dir, "checkpoint.pt"))
+    logps, ents, updated, stats = [], [], [], []
 
     @torch.no_grad()
-    def snapshot() -> tuple[torch.Tensor, torch.Tensor]:
-        logp, ent = T.score_tokens(cfg, model, ro, kept)
-        return logp.float().cpu(), ent.float().cpu()
-
-    logps, ents, updated, stats = [], [], [], []
-    for _ in range(cfg.ppo_epochs):
-        for mini in parts:
-            lp, en = snapshot()
-            logps.append(lp)
-            ents.append(en)
+    def snapshot(ro, mini: list[torch.Tensor] | None = None) -> None:
+        """The current policy's log-probs and entropies of every kept response (and which ones ``mini`` updates)."""
+        kept = ro.keep.nonzero().squeeze(-1)
+        logp, ent = T.score_tokens(cfg, run.model, ro, kept)
+        logps.append(logp.float().cpu())
+        ents.append(ent.float().cpu())
+        if mini is not None:
             updated.append(torch.isin(kept, torch.cat(mini)))
-            stats.append(T.update(one_epoch, model, opt, ro, [mini])[0])
-    lp, en = snapshot()
-    logps.append(lp)
-    ents.append(en)
+
+    ro = T.rl_step(run, run.step + 1, T.Hooks(before_update=snapshot, after_update=stats.append)).rollout
+    snapshot(ro)
+    kept = ro.keep.nonzero().squeeze(-1)
     mask = ro.response_mask[kept].cpu()
-    tokens = [[tok.decode([int(x)]) if m else "" for x, m in zip(ro.responses[i], mask[j])]
+    tokens = [[run.tok.decode([int(x)]) if m else "" for x, m in zip(ro.responses[i], mask[j])]
               for j, i in enumerate(kept.tolist())]
-    return StepTrace(step=step, logp=torch.stack(logps), entropy=torch.stack(ents),
-                     old_logp=ro.extra["old_logp"][kept].float().cpu(),
-                     old_entropy=ro.extra["old_entropy"][kept].float().cpu(),
+    return StepTrace(step=run.step, logp=torch.stack(logps), entropy=torch.stack(ents),
+                     old_logp=ro.old_logp[kept].float().cpu(), old_entropy=ro.old_entropy[kept].float().cpu(),
                      advantages=ro.advantages[kept].float().cpu(), response_mask=mask, tokens=tokens,
-                     updated=torch.stack(updated), stats=stats)
+                     updated=torch.stack(updated) if updated else torch.zeros(0, len(kept), dtype=torch.bool),
+                     stats=stats)
 
 
 def hardware() -> dict:

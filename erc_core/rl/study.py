@@ -1,4 +1,4 @@
-"""Grid studies: many :func:`erc_core.train.train` runs (variants x seeds) in a process pool, one tidy table.
+"""Grid studies: many :func:`erc_core.rl.train.train` runs (variants x seeds) in a process pool, one tidy table.
 
 A grid file (YAML) names the variants; each is a preset plus a short diff, and ``base`` applies to all::
 
@@ -9,7 +9,7 @@ A grid file (YAML) names the variants; each is a preset plus a short diff, and `
       - {name: dapo_erc, config: configs/tiny_arith_erc.yaml}
       - {name: erc_0.9,  config: configs/tiny_arith_erc.yaml, set: {erc_low: 0.9, erc_high: 1.1}}
 
-``python -m erc_core.study --grid grids/small.yaml --seeds 3 --out results/small`` runs every (variant, seed) in
+``python -m erc_core.rl.study --grid grids/small.yaml --seeds 3 --out results/small`` runs every (variant, seed) in
 ``out/runs/<variant>__seed<k>/`` with a pool sized to the machine, skips finished runs and resumes half-finished
 ones from their checkpoints (so an interrupted study is simply started again), then writes
 
@@ -45,7 +45,8 @@ import yaml
 from scipy import stats as sps
 
 __all__ = ["Variant", "Grid", "load_grid", "run_id", "run_grid", "collect", "collect_tokens", "export", "load",
-           "per_run", "summarize", "ci95", "paired_diff", "max_abs_diff", "token_stats", "format_ci", "main"]
+           "tokens_table", "per_run", "summarize", "ci95", "paired_diff", "max_abs_diff", "token_stats", "format_ci",
+           "main"]
 
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
@@ -107,7 +108,7 @@ def run_id(variant: Variant, seed: int) -> str:
 
 def _resolved(config: str, overrides: dict) -> str:
     """The fully resolved config of a run as canonical JSON (validates it: bad keys fail before any compute)."""
-    from .train import load_config
+    from .config import load_config
 
     return json.dumps(dataclasses.asdict(load_config(config, overrides)), sort_keys=True)
 
@@ -152,8 +153,8 @@ def _overrides(grid: Grid, variant: Variant, seed: int, extra: dict | None) -> d
 
 def _validate(grid: Grid, seeds: int, extra: dict | None) -> dict[tuple[str, int], str]:
     """Every run's resolved config (:func:`_resolved`) keyed by ``(variant, seed)``; a bad one raises
-    :class:`erc_core.train.ConfigError` naming the variant, before any run starts (not when its turn comes)."""
-    from .train import ConfigError
+    :class:`erc_core.rl.config.ConfigError` naming the variant, before any run starts (not when its turn comes)."""
+    from .config import ConfigError
 
     out = {}
     for v in grid.variants:
@@ -246,15 +247,28 @@ def collect(out_dir: str | os.PathLike) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def tokens_table(path: str | os.PathLike) -> pd.DataFrame:
+    """A ``tokens.jsonl`` file of :func:`erc_core.rl.train.train` as a DataFrame, one row per logged response token
+    (``step, response, t, token, old_entropy, entropy, rho, outside_band, gated, advantage, reward``); ``token``
+    stays text, so a digit token is not read as a number."""
+    return _rho_named(pd.read_json(path, lines=True, dtype={"token": str}))
+
+
+def _rho_named(tokens: pd.DataFrame) -> pd.DataFrame:
+    """The entropy-ratio column named ``rho``: token tables written before 2026-12 (the shipped data of
+    ``data/claims-2026-11-28``, ``data/smollm2-2026-11-30``, ``data/claims-v2``) call it ``ratio``."""
+    if "ratio" in tokens.columns and "rho" not in tokens.columns:
+        return tokens.rename(columns={"ratio": "rho"})
+    return tokens
+
+
 def collect_tokens(out_dir: str | os.PathLike) -> pd.DataFrame:
     """Every finished run's ``tokens.jsonl`` under ``out_dir/runs`` in one table (a row per logged token).
 
     Columns: ``run_id, variant, seed, erc, erc_low, erc_high`` (the run's gate and band, from its resolved config
-    in ``DONE``) and the columns of :func:`erc_core.runs.read_tokens` (``old_entropy``, ``ratio``,
+    in ``DONE``) and the columns of :func:`tokens_table` (``old_entropy``, ``rho``,
     ``outside_band`` = outside the run's own band, ``gated``, ...). Runs that logged no tokens are skipped.
     """
-    from .runs import read_tokens
-
     frames = []
     for run, keys in _finished(out_dir):
         path = run / "tokens.jsonl"
@@ -262,7 +276,7 @@ def collect_tokens(out_dir: str | os.PathLike) -> pd.DataFrame:
             continue
         cfg = json.loads((run / "DONE").read_text())
         band = dict(erc=bool(cfg["erc"]), erc_low=float(cfg["erc_low"]), erc_high=float(cfg["erc_high"]))
-        frames.append(_with_keys(read_tokens(run), {**keys, **band}))
+        frames.append(_with_keys(tokens_table(path), {**keys, **band}))
     if not frames:
         raise ValueError(f"no finished run under {out_dir}/runs logged tokens (log_tokens_every >= 1)")
     return pd.concat(frames, ignore_index=True)
@@ -350,7 +364,8 @@ def load(study_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame | Non
     d = Path(study_dir)
     if (d / "metrics.csv.gz").exists():
         tok = d / "tokens.csv.gz"
-        tokens = pd.read_csv(tok, dtype={"token": str}, keep_default_na=False, na_values=[""]) if tok.exists() else None
+        tokens = (_rho_named(pd.read_csv(tok, dtype={"token": str}, keep_default_na=False, na_values=[""]))
+                  if tok.exists() else None)
         return pd.read_csv(d / "metrics.csv.gz"), tokens
     if not (d / "runs").is_dir():
         raise FileNotFoundError(f"{d} is neither a study folder (runs/) nor an exported one (metrics.csv.gz)")
@@ -442,9 +457,9 @@ def format_ci(mean: float, low: float, high: float, digits: int = 3, sign: bool 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .train import ConfigError, parse_set
+    from .config import ConfigError, parse_set
 
-    ap = argparse.ArgumentParser(prog="python -m erc_core.study", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m erc_core.rl.study", description=__doc__.split("\n\n")[0])
     ap.add_argument("--grid", required=True, help="grid YAML (variants x seeds)")
     ap.add_argument("--out", required=True, help="study directory (runs/, metrics.csv, runs.csv)")
     ap.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the grid's)")

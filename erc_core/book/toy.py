@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .band import Band
+from erc_core.band import Band
 
 __all__ = ["drift_keep_sampled", "TokenBatch", "token_batch", "UpdateTrace", "offpolicy_updates",
            "binary_reward_groups", "per_token_loss_curve", "agg_token_weights", "dynamic_sampling_sweep"]

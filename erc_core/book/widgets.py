@@ -16,7 +16,7 @@ import torch
 
 from erc_core.band import Band
 from erc_core.losses import entropy_ratio, erc_mask
-from erc_core.style import TINTS
+from erc_core.book.style import TINTS
 
 __all__ = ["gate_table_html", "erc_band_slider", "gradient_table_html", "gradient_gate_sliders"]
 
@@ -98,7 +98,7 @@ def erc_band_slider(entropy: torch.Tensor, old_entropy: torch.Tensor, response_m
     return w.VBox([slider, stack])
 
 
-# the book's palette (erc_core.style): kept = the ERC band's green, gated = grey (black in the figures),
+# the book's palette (erc_core.book.style): kept = the ERC band's green, gated = grey (black in the figures),
 # PPO-clipped = the base method's orange, both = purple
 _GRAD_BG = {"grad": TINTS["kept"], "erc_gated": TINTS["gated"], "ppo_clipped": TINTS["base"], "both": TINTS["both"],
             "zero": TINTS["pad"]}
@@ -112,7 +112,7 @@ def gradient_table_html(flow: dict, tokens: list[list[str]], rho: torch.Tensor, 
     """An HTML table of responses, one cell per token (its text), colored by what stops its policy gradient.
 
     Args:
-        flow: ``erc_core.runs.gradient_flow`` output for these (B, T) tokens.
+        flow: ``erc_core.book.runs.gradient_flow`` output for these (B, T) tokens.
         tokens: B lists of T decoded tokens.
         rho: (B, T) entropy ratios; ratio: (B, T) probability ratios r (both shown on hover).
         advantages: (B,) advantages (first column).
@@ -146,7 +146,7 @@ def gradient_gate_sliders(logp: torch.Tensor, old_logp: torch.Tensor, advantages
                           initial: tuple[int, int] | None = None, max_rows: int = 12) -> w.VBox:
     """Two sliders, the ERC band and the PPO clip range, over which tokens of a batch keep their gradient.
 
-    Works without a kernel: every (band, clip) pair is precomputed with ``erc_core.runs.gradient_flow``; the
+    Works without a kernel: every (band, clip) pair is precomputed with ``erc_core.book.runs.gradient_flow``; the
     band slider selects a child of an outer ``Stack`` and the clip slider (linked to every inner ``Stack``)
     selects the table inside it.
 
@@ -162,7 +162,7 @@ def gradient_gate_sliders(logp: torch.Tensor, old_logp: torch.Tensor, advantages
         ``VBox([band slider, clip slider, outer Stack])``, the outer Stack holding ``len(bands)`` inner Stacks
         of ``len(clips)`` ``HTML`` tables each.
     """
-    from erc_core.runs import gradient_flow
+    from erc_core.book.runs import gradient_flow
 
     if not bands or not clips:
         raise ValueError("bands and clips must each hold at least one pair")
