@@ -249,6 +249,7 @@ def _every_figure() -> dict[str, Figure]:
     figs["run_curves"] = plots.fig_run_curves({"DAPO": run(False), "DAPO + ERC": run(True)})
     figs["gated_entropy"] = plots.fig_gated_entropy({"DAPO": (rho[m], old_h[m]),
                                                      "DAPO + ERC": (rho[m] ** 0.5, old_h[m])})
+    figs["hero"] = plots.fig_hero(toy.drift_ratios(old, 1, 5))
     return figs
 
 
@@ -295,6 +296,41 @@ def test_every_text_is_at_least_9pt_at_the_books_width(every_figure):
         small = {(t.get_text(), t.get_fontsize()) for t in texts
                  if style.display_points(t.get_fontsize(), width, fig.dpi) < style.MIN_DISPLAY_PT}
         assert not small, (name, width, sorted(small)[:5])
+
+
+def test_hero_figure_is_legible_on_a_phone_and_marks_what_each_gate_stops():
+    """The intro's figure is shown at most 420 CSS px wide (book/intro.md), about 358 px on a 390 px phone: its
+    text stays >= 9 pt there; a dot marks a step whose gradient passes, a cross one the gate stops."""
+    import numpy as np
+    from matplotlib.text import Text
+
+    from erc_core import style
+
+    drifts = toy.drift_ratios(torch.linspace(1.5, -1.5, 12), 1, 8)
+    fig = plots.fig_hero(drifts)
+    assert fig.get_figwidth() == plots.HERO_WIDTH
+    phone = 358 / (plots.HERO_WIDTH * 96)  # CSS px shown / CSS px of the figure at its size
+    texts = [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+    assert texts and min(t.get_fontsize() * phone for t in texts) >= style.MIN_DISPLAY_PT
+    ppo, erc = fig.axes[:2]
+    crosses = [c for ax in (ppo, erc) for c in ax.collections if c.get_paths() and len(c.get_offsets())
+               and np.allclose(c.get_facecolor()[0][:3], (0, 0, 0))]
+    assert all(c.axes is erc for c in crosses)  # PPO-clip stops nothing on these drifts
+    rho = np.concatenate([np.asarray(drifts[t][1]) for t in ("collapse", "explode")])
+    n_out = int((~((0.95 < rho) & (rho < 1.05))).sum())
+    assert sum(len(c.get_offsets()) for c in crosses) == n_out > 0
+
+
+def test_drift_ratios_are_the_drifts_ratios():
+    old = torch.linspace(1.5, -1.5, 10)
+    out = toy.drift_ratios(old, 2, 4, sampled_ratio=1.2)
+    for target, (r, rho) in out.items():
+        steps = toy.drift_keep_sampled(old, 2, 4, target=target, sampled_ratio=1.2)
+        h = entropy_from_logits(steps)
+        torch.testing.assert_close(r, steps[:, 2].exp() / steps[0, 2].exp())
+        torch.testing.assert_close(rho, entropy_ratio(h, h[0].expand(5)))
+        assert r[-1] == pytest.approx(1.2, rel=1e-5) and rho[0] == 1.0
+    assert out["collapse"][1][-1] < 1 < out["explode"][1][-1]
 
 
 def test_display_points_follows_the_scaling():
