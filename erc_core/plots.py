@@ -633,7 +633,8 @@ def fig_gated_entropy(tokens: dict, bounds: tuple[float, float] = (0.95, 1.05)) 
     return fig
 
 
-#: Width of the intro's figure in inches: shown about 420 CSS px wide, so it stays legible on a 390 px phone.
+#: Width of the intro's figure in inches (shown at most 420 CSS px wide, so that it stays legible on a
+#: 390 px phone).
 HERO_WIDTH = 4.0
 #: Font sizes of the intro's figure (larger than :data:`erc_core.style.RC`'s: it is shown at phone width too).
 _HERO_RC = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "xtick.labelsize": 10,

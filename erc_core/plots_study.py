@@ -9,7 +9,7 @@ Every curve is the mean over seeds with a shaded 95% Student-t band; every bar a
 interval, so a reader sees at a glance which differences the seeds can resolve. The figures follow the book's
 style (:mod:`erc_core.style`): book width, text >= 9 pt at the book's display width, panels in a grid of at most
 two columns, and one colour per meaning: a variant with the ERC gate (``*_erc``) in the ``erc`` colour, its base
-loss in the ``base`` colour (as in chapters 2, 5 and 6); other variants take the meaningless :data:`PALETTE`
+loss in the ``base`` colour (as in chapters 2, 5 and 6); other variants take the meaningless ``PALETTE``
 series; a line style tells the loss families (DAPO, GPPO, ...) apart.
 """
 
@@ -48,7 +48,7 @@ def variant_styles(variants) -> dict[str, dict]:
 
     A variant with the ERC gate (``erc`` among its ``_``-separated parts) takes ``style.PALETTE["erc"]``; a
     variant whose ``*_erc`` twin is among ``variants``, or that is ``dapo`` / ``gppo`` / ``grpo`` / ``ppo``, takes
-    ``style.PALETTE["base"]``; the others cycle through :data:`PALETTE`. Variants of one family (``dapo`` and
+    ``style.PALETTE["base"]``; the others cycle through ``PALETTE``. Variants of one family (``dapo`` and
     ``dapo_erc``) share a dash; families differ in dash and marker.
     """
     variants = list(dict.fromkeys(variants))
