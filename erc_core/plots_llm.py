@@ -265,7 +265,7 @@ def fig_token_text(tokens: pd.DataFrame, pairs: list[tuple[int, int]], bounds: t
                    width: int = 80) -> Figure:
     """The text of a few responses, token by token, each token on a background saying what the ERC band does.
 
-    Light green: kept (``low < rho < high``); blue: gated, the entropy fell (``rho <= low``); vermilion: gated, it
+    Light green: kept (``low < rho < high``); blue: gated, the entropy fell (``rho <= low``); red: gated, it
     rose (``rho >= high``) -- the ``kept`` / ``fell`` / ``rose`` colours of the book. Each response starts with a
     line giving its step, reward and advantage.
 
