@@ -121,7 +121,7 @@ def _layer(i: int) -> dict:
 def fig_study_curves(table: pd.DataFrame, panels: dict, smooth: int = 10, logy: tuple[str, ...] = ()) -> Figure:
     """One panel per entry ``{title: (metric, [variant, ...])}``, in rows of two: each variant's seed mean over
     RL steps with its 95% band. ``logy``: titles of panels drawn on a log scale with plain decimal ticks
-    (values <= 0 are not shown there). One legend for the figure (in the empty slot of an odd grid)."""
+    (values <= 0 are not shown there; the axis starts 5 times below the smallest mean). One legend for the figure (in the empty slot of an odd grid)."""
     if not panels:
         raise ValueError("panels is empty: give at least one {title: (metric, [variants])}")
     fig = Figure(figsize=(FIG_WIDTH, 0.4 + 2.7 * math.ceil(len(panels) / 2)), dpi=DPI, layout="constrained")
@@ -129,16 +129,20 @@ def fig_study_curves(table: pd.DataFrame, panels: dict, smooth: int = 10, logy: 
     looks = variant_styles(v for _, vs in panels.values() for v in vs)
     handles = {}
     for ax, (title, (metric, variants)) in zip(axes, panels.items()):
+        floor = np.inf  # smallest positive mean of a log panel: its axis starts a factor 5 below
         for i, v in enumerate(variants):
             look = looks[v]
             b = seed_band(table, v, metric, smooth)
             if title in logy:
                 b = b.where(b > 0)
+                floor = min(floor, float(b["mean"].min()))
             (line,) = ax.plot(b.index, b["mean"], color=look["color"], ls=look["ls"], label=v, **_layer(i))
             ax.fill_between(b.index, b["low"], b["high"], color=look["color"], alpha=0.18, lw=0)
             handles.setdefault(v, Line2D([], [], color=look["color"], ls=look["ls"], lw=1.8))
         ax.set(title=_wrap(title), xlabel="RL step")
         if title in logy:
+            if np.isfinite(floor):
+                ax.set_ylim(bottom=floor / 5)
             ratio_axis(ax, "y")
     _legend(fig, handles, spare)
     return fig
