@@ -121,7 +121,8 @@ def _layer(i: int) -> dict:
 def fig_study_curves(table: pd.DataFrame, panels: dict, smooth: int = 10, logy: tuple[str, ...] = ()) -> Figure:
     """One panel per entry ``{title: (metric, [variant, ...])}``, in rows of two: each variant's seed mean over
     RL steps with its 95% band. ``logy``: titles of panels drawn on a log scale with plain decimal ticks
-    (values <= 0 are not shown there; the axis starts 5 times below the smallest mean). One legend for the figure (in the empty slot of an odd grid)."""
+    (values <= 0 are not shown there; the axis starts 5 times below the smallest mean). One legend for the
+    figure (in the empty slot of an odd grid)."""
     if not panels:
         raise ValueError("panels is empty: give at least one {title: (metric, [variants])}")
     fig = Figure(figsize=(FIG_WIDTH, 0.4 + 2.7 * math.ceil(len(panels) / 2)), dpi=DPI, layout="constrained")
