@@ -45,8 +45,12 @@ def test_labels_for_one_two_and_three_authors_and_a_triple_collision():
 def test_the_book_uses_the_style_for_text_and_bibliography():
     erc_book_bib.setup(None)
     assert find_plugin("pybtex.style.formatting", erc_book_bib.STYLE_NAME) is erc_book_bib.AuthorYearStyle
+    from sphinxcontrib.bibtex.plugin import find_plugin as find_reference_style
+
+    ref = find_reference_style("sphinxcontrib.bibtex.style.referencing", erc_book_bib.REFERENCE_STYLE_NAME)()
+    assert ref.bracket_parenthetical.sep == "; "  # "[Shao et al., 2024; Yu et al., 2025]": the labels hold commas
     config = yaml.safe_load((ROOT / "_config.yml").read_text())["sphinx"]
     assert config["local_extensions"]["erc_book_bib"] == "book/_ext"
-    assert config["config"]["bibtex_reference_style"] == "label"
+    assert config["config"]["bibtex_reference_style"] == erc_book_bib.REFERENCE_STYLE_NAME
     assert config["config"]["bibtex_default_style"] == erc_book_bib.STYLE_NAME
     assert f":style: {erc_book_bib.STYLE_NAME}" in (ROOT / "book" / "bibliography.md").read_text()
