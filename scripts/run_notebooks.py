@@ -4,6 +4,9 @@ The notebook list comes from ``_toc.yml`` (every ``file:`` entry that resolves t
 folder (default ``_build/src``) receives ``_config.yml``, ``_toc.yml``, ``book/`` and the EXECUTED notebooks at
 the paths ``_toc.yml`` names, so the HTML build runs with execution off and the notebooks in git keep no outputs.
 
+The markdown pages run no code: their figures are drawn here into the stage (:func:`render_page_figures`; the
+intro's ``book/hero.png``).
+
 An executed copy is reused when the notebook, the parameters, the ``erc_core`` files it imports (closed over
 erc_core's own imports, so a chapter re-executes only when what it uses changed), the ``configs/``,
 ``grids/`` and ``data/`` files and the Python environment (Python version and every installed package's version)
@@ -273,6 +276,33 @@ def stage_sources(stage: Path, root: Path = ROOT) -> None:
             shutil.copy2(src, stage / name)
 
 
+#: The intro's figure (``book/intro.md``): both drifts of ``erc_core.book.toy.drift_ratios`` from old logits
+#: ``linspace(1.5, -1.5, vocab)``, the sampled token's ratio reaching ``sampled_ratio`` after ``n_steps``.
+HERO = dict(vocab=12, token=1, n_steps=8, sampled_ratio=1.1)
+
+
+def hero_drifts() -> dict:
+    """``erc_core.book.toy.drift_ratios`` at :data:`HERO`: ``{"collapse": (r, rho), "explode": (r, rho)}``."""
+    import torch
+
+    from erc_core.book import toy
+
+    return toy.drift_ratios(torch.linspace(1.5, -1.5, HERO["vocab"]), HERO["token"], HERO["n_steps"],
+                            sampled_ratio=HERO["sampled_ratio"])
+
+
+def render_page_figures(stage: Path) -> list[Path]:
+    """Draw the figures of the markdown pages into the stage (``book/hero.png``, the intro's PPO-clip vs ERC figure,
+    when the stage has a ``book/intro.md``); returns the files written."""
+    out = stage / "book" / "hero.png"
+    if not (stage / "book" / "intro.md").exists():
+        return []
+    from erc_core.book import plots
+
+    plots.fig_hero(hero_drifts()).savefig(out)
+    return [out]
+
+
 def execute(nb: Path, out: Path, params: dict, kernel: str, timeout: int) -> None:
     """Run notebook ``nb`` (absolute path) with papermill, cwd = its folder, into ``out``."""
     import papermill as pm
@@ -356,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
           "[run_notebooks] Colab set-up cell left unpinned (REV = None): repository.placeholder is true, or the "
           "tree is not a clean git checkout", flush=True)
     stage_sources(stage, root)
+    render_page_figures(stage)
     for page in toc_pages(root):  # markdown pages outside book/ (notebooks come after execution)
         if page.suffix != ".ipynb" and not (stage / page).exists():
             (stage / page).parent.mkdir(parents=True, exist_ok=True)

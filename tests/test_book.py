@@ -31,6 +31,31 @@ def test_toc_lists_every_chapter_and_page():
     assert on_disk <= set(runner.toc_notebooks()), "a notebook in notebooks/ is missing from _toc.yml"
 
 
+def test_intro_hero_figure_shows_what_its_caption_says(tmp_path):
+    """The intro (markdown, no code) states the hero figure's numbers; the runner draws the figure from the same
+    drifts, so the sentences are checked here."""
+    import numpy as np
+
+    drifts = runner.hero_drifts()
+    text = (ROOT / "book" / "intro.md").read_text()
+    for target in ("collapse", "explode"):
+        r, rho = (np.asarray(x, dtype=float) for x in drifts[target])
+        assert len(r) == runner.HERO["n_steps"] + 1 == 9  # "over eight updates"
+        assert r[0] == pytest.approx(1.0) and r[-1] == pytest.approx(1.1, abs=1e-4)  # "rises from 1 to 1.1"
+        assert ((0.8 <= r) & (r <= 1.28)).all()  # "inside PPO-clip's band (0.8, 1.28)": every step passes
+        outside = ~((0.95 < rho) & (rho < 1.05))
+        assert outside.argmax() == 2 and outside[2:].all()  # leaves the band at step 2, stays out
+    assert round(float(drifts["collapse"][1][-1]), 2) == 0.28 and round(float(drifts["explode"][1][-1]), 2) == 1.13
+    for phrase in ("eight updates", "from 1 to 1.1", "(0.8, 1.28)", "(0.95, 1.05) at the second step",
+                   "falls to 0.28", "rises to 1.13", "at step 2", "## Key findings", ":alt: "):
+        assert phrase in text, phrase
+    (tmp_path / "book").mkdir()
+    (tmp_path / "book" / "intro.md").write_text(text)
+    (png,) = runner.render_page_figures(tmp_path)
+    assert png.name == "hero.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "```{figure} hero.png" in text
+
+
 def test_toc_files_walks_parts_chapters_sections():
     toc = {"root": "a", "parts": [{"caption": "x", "chapters": [{"file": "b", "sections": [{"file": "c"}]}]},
                                   {"chapters": [{"file": "d"}, {"url": "https://example.org"}]}]}
@@ -338,7 +363,7 @@ def test_built_chapter_serves_widgets_and_mathjax_locally(book_html):
 def test_every_figure_has_its_caption_as_alt_text(book_html):
     """Screen readers and broken images get the caption's words, not a hash file name."""
     bad = {}
-    for page in sorted((book_html / "notebooks").glob("*.html")):
+    for page in [*sorted((book_html / "notebooks").glob("*.html")), book_html / "book" / "intro.html"]:
         imgs = re.findall(r"<img\b[^>]*>", page.read_text(encoding="utf-8"))
         alts = [re.search(r'alt="([^"]*)"', tag) for tag in imgs if "_images/" in tag]
         missing = [a.group(1)[:40] if a else None for a in alts if not a or len(a.group(1)) < 20

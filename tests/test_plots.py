@@ -249,6 +249,7 @@ def _every_figure() -> dict[str, Figure]:
     figs["run_curves"] = plots.fig_run_curves({"DAPO": run(False), "DAPO + ERC": run(True)})
     figs["gated_entropy"] = plots.fig_gated_entropy({"DAPO": (rho[m], old_h[m]),
                                                      "DAPO + ERC": (rho[m] ** 0.5, old_h[m])})
+    figs["hero"] = plots.fig_hero(toy.drift_ratios(old, 1, 5))
     return figs
 
 
@@ -295,6 +296,41 @@ def test_every_text_is_at_least_9pt_at_the_books_width(every_figure):
         small = {(t.get_text(), t.get_fontsize()) for t in texts
                  if style.display_points(t.get_fontsize(), width, fig.dpi) < style.MIN_DISPLAY_PT}
         assert not small, (name, width, sorted(small)[:5])
+
+
+def test_hero_figure_is_legible_on_a_phone_and_marks_what_each_gate_stops():
+    """The intro's figure is shown at most 420 CSS px wide (book/intro.md), about 358 px on a 390 px phone: its
+    text stays >= 9 pt there; a dot marks a step whose gradient passes, a cross one the gate stops."""
+    import numpy as np
+    from matplotlib.text import Text
+
+    from erc_core.book import style
+
+    drifts = toy.drift_ratios(torch.linspace(1.5, -1.5, 12), 1, 8)
+    fig = plots.fig_hero(drifts)
+    assert fig.get_figwidth() == plots.HERO_WIDTH
+    phone = 358 / (plots.HERO_WIDTH * 96)  # CSS px shown / CSS px of the figure at its size
+    texts = [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+    assert texts and min(t.get_fontsize() * phone for t in texts) >= style.MIN_DISPLAY_PT
+    ppo, erc = fig.axes[:2]
+    crosses = [c for ax in (ppo, erc) for c in ax.collections if c.get_paths() and len(c.get_offsets())
+               and np.allclose(c.get_facecolor()[0][:3], (0, 0, 0))]
+    assert all(c.axes is erc for c in crosses)  # PPO-clip stops nothing on these drifts
+    rho = np.concatenate([np.asarray(drifts[t][1]) for t in ("collapse", "explode")])
+    n_out = int((~((0.95 < rho) & (rho < 1.05))).sum())
+    assert sum(len(c.get_offsets()) for c in crosses) == n_out > 0
+
+
+def test_drift_ratios_are_the_drifts_ratios():
+    old = torch.linspace(1.5, -1.5, 10)
+    out = toy.drift_ratios(old, 2, 4, sampled_ratio=1.2)
+    for target, (r, rho) in out.items():
+        steps = toy.drift_keep_sampled(old, 2, 4, target=target, sampled_ratio=1.2)
+        h = entropy_from_logits(steps)
+        torch.testing.assert_close(r, steps[:, 2].exp() / steps[0, 2].exp())
+        torch.testing.assert_close(rho, entropy_ratio(h, h[0].expand(5)))
+        assert r[-1] == pytest.approx(1.2, rel=1e-5) and rho[0] == 1.0
+    assert out["collapse"][1][-1] < 1 < out["explode"][1][-1]
 
 
 def test_display_points_follows_the_scaling():
@@ -468,3 +504,89 @@ def test_glossary_shows_the_palette_the_figures_use():
         "\n<!-- /palette -->"
     assert start in text and end in text
     assert text.split(start, 1)[1].split(end, 1)[0] == palette_html()
+
+
+# ---------------------------------------------------------------------------------------------- chapters 7 and 8
+def _llm_and_study_figures() -> dict[str, Figure]:
+    """Every figure of ``erc_core.book.plots_llm`` and ``erc_core.book.plots_study`` on small synthetic tables."""
+    import numpy as np
+    import pandas as pd
+
+    from erc_core.book import plots_llm, plots_study
+
+    rng = np.random.default_rng(0)
+    rows, toks = [], []
+    for variant in ("dapo", "dapo_erc", "gppo", "gppo_erc", "dapo_kl"):
+        erc = variant.endswith("_erc")
+        for seed in range(3):
+            run_id = f"{variant}__seed{seed}"
+            rows.append(dict(run_id=run_id, variant=variant, seed=seed, step=0, eval_acc=0.2, time_total=1.0))
+            for step in range(1, 13):
+                out = float(rng.uniform(0.1, 0.4))
+                rows.append(dict(run_id=run_id, variant=variant, seed=seed, step=step, reward_mean=rng.uniform(),
+                                 entropy_mean=rng.uniform(0.5, 1.5), grad_norm=rng.uniform(0.5, 3),
+                                 ppo_clipfrac=rng.uniform(1e-3, 0.05), erc_clipfrac=out if erc else 0.0,
+                                 ratio_outside_frac=out, time_generate=1.0, time_old=0.5, time_update=2.0,
+                                 time_step=3.5, tokens_per_s=4.0, time_total=1.0 + 3.5 * step,
+                                 eval_acc=rng.uniform() if step % 4 == 0 else None))
+            for t in range(40):
+                ratio = float(rng.lognormal(0, 0.06))
+                toks.append(dict(variant=variant, step=4, response=t // 8, t=t % 8, token=f" {t}",
+                                 old_entropy=rng.exponential(0.5), ratio=ratio, erc_low=0.95, erc_high=1.05,
+                                 outside_band=not 0.95 < ratio < 1.05, gated=erc and not 0.95 < ratio < 1.05,
+                                 advantage=0.5, reward=1.0, run_id=run_id))
+    table, tokens = pd.DataFrame(rows), pd.DataFrame(toks)
+    summary = pd.DataFrame({"variant": ["dapo", "dapo_erc", "gppo", "gppo_erc"], "mean": [0.4, 0.5, 0.45, 0.42],
+                            "low": [0.3, 0.4, 0.35, 0.3], "high": [0.5, 0.6, 0.55, 0.54]})
+    tests = pd.DataFrame({"name": ["a long comparison: accuracy dapo_erc - dapo", "b", "c"], "mean": [0.1, -0.2, 3.0],
+                          "low": [-0.1, -0.3, 2.0], "high": [0.3, -0.1, 4.0], "claim": ["1", "1", "2"],
+                          "verdict": ["not resolved", "resolved: -", "resolved: +"], "family_size": 3})
+    h = torch.linspace(0.01, 5, 60)
+    metrics = {name: table[table.run_id == f"{v}__seed0"].set_index("step")
+               for name, v in (("DAPO + ERC", "dapo_erc"), ("DAPO", "dapo"))}
+    return {
+        "precision_ratio": plots_llm.fig_precision_ratio({"ref": h, "a": h * torch.linspace(0.9, 1.1, 60)}),
+        "llm_run": plots_llm.fig_llm_run(metrics),
+        "token_text": plots_llm.fig_token_text(tokens, [(4, 0), (4, 1)]),
+        "shipped_runs": plots_llm.fig_shipped_runs(table, {"dapo": "DAPO", "dapo_erc": "DAPO + ERC"}),
+        "study_curves": plots_study.fig_study_curves(table, {
+            "gated": ("erc_clipfrac", ["dapo_erc", "gppo_erc"]), "would gate": ("ratio_outside_frac", ["dapo"]),
+            "clipped": ("ppo_clipfrac", ["dapo", "dapo_erc", "gppo", "gppo_erc", "dapo_kl"])},
+            smooth=3, logy=("clipped",)),
+        "study_bars": plots_study.fig_study_bars({"x": summary, "y": summary, "z": summary}),
+        "token_entropy": plots_study.fig_token_entropy(tokens, ["dapo", "dapo_erc", "gppo"]),
+        "forest": plots_study.fig_forest(tests),
+    }
+
+
+def test_llm_and_study_figures_follow_the_book_style():
+    """Chapters 7 and 8's figures: the book's width and dpi, text >= 9 pt at the book's width, only palette colours,
+    no exponent tick labels, panels in rows of at most two, ERC / base in the colours of chapters 2, 5 and 6."""
+    import re
+
+    from matplotlib.colors import to_hex
+    from matplotlib.text import Text
+
+    from erc_core.book import plots_study, style
+
+    allowed = {to_hex(c) for c in style.palette_colors()} | {"#ffffff", "#000000"}
+    for name, fig in _llm_and_study_figures().items():
+        assert fig.get_figwidth() == pytest.approx(style.FIG_WIDTH) and fig.dpi == style.DPI, name
+        width = _png_width(fig)
+        assert width <= style.FIG_WIDTH * style.DPI * 1.05, (name, width)  # nothing sticks out of the figure
+        small = {(t.get_text(), t.get_fontsize()) for t in fig.findobj(Text) if t.get_visible()
+                 and t.get_text().strip() and style.display_points(t.get_fontsize(), width, fig.dpi) < 9}
+        assert not small, (name, sorted(small)[:5])
+        assert {to_hex(c) for c in _figure_colors(fig)} <= allowed, name
+        fig.canvas.draw()
+        for ax in fig.axes:
+            cols = ax.get_subplotspec().get_gridspec().ncols if ax.get_subplotspec() else 1
+            assert cols <= 2, (name, cols)
+            for axis in (ax.xaxis, ax.yaxis):
+                labels = [t.get_text() for t in axis.get_ticklabels() if t.get_visible() and t.get_text()]
+                assert not [s for s in labels if re.search(r"\\times|\^|e[+-]|10\$", s)], (name, labels)
+    looks = plots_study.variant_styles(["dapo", "dapo_erc", "gppo", "gppo_erc", "dapo_kl"])
+    assert looks["dapo_erc"]["color"] == looks["gppo_erc"]["color"] == style.PALETTE["erc"]
+    assert looks["dapo"]["color"] == looks["gppo"]["color"] == style.PALETTE["base"]
+    assert looks["dapo_kl"]["color"] not in (style.PALETTE["erc"], style.PALETTE["base"])
+    assert looks["dapo"]["ls"] == looks["dapo_erc"]["ls"] != looks["gppo"]["ls"]

@@ -26,7 +26,7 @@ from .style import DPI, FIG_WIDTH, PALETTE, SEQUENCE, SERIES, TINTS, ratio_axis,
 __all__ = ["COLORS", "fig_temperature", "fig_ppo_blind_spot", "fig_erc_gate", "fig_offpolicy_drift",
            "fig_position_drift", "fig_group_advantages", "fig_clip_higher", "fig_agg_weights",
            "fig_dynamic_sampling", "fig_overlong", "fig_rho_tokens", "fig_offpolicy_updates", "fig_gate_plane",
-           "fig_run_curves", "fig_gated_entropy"]
+           "fig_run_curves", "fig_gated_entropy", "fig_hero", "HERO_WIDTH"]
 
 #: Older names of :data:`erc_core.book.style.PALETTE` colours (kept for callers such as ``plots_llm``).
 COLORS = {"old": PALETTE["old"], "collapse": PALETTE["fell"], "explode": PALETTE["rose"], "kept": PALETTE["kept"],
@@ -630,4 +630,60 @@ def fig_gated_entropy(tokens: dict, bounds: tuple[float, float] = (0.95, 1.05)) 
         ratio_axis(ax, "y")
     axes[0].set_ylabel("tokens")
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=3, frameon=False)
+    return fig
+
+
+#: Width of the intro's figure in inches (shown at most 420 CSS px wide, so that it stays legible on a
+#: 390 px phone).
+HERO_WIDTH = 4.0
+#: Font sizes of the intro's figure (larger than :data:`erc_core.book.style.RC`'s: it is shown at phone width too).
+_HERO_RC = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "xtick.labelsize": 10,
+            "ytick.labelsize": 10, "legend.fontsize": 10}
+
+
+@styled
+def fig_hero(drifts: dict, clip: tuple[float, float] = (0.2, 0.28),
+             erc_bounds: tuple[float, float] = (0.95, 1.05)) -> Figure:
+    """PPO-clip vs ERC on the same drifts, step by step: which steps each lets the sampled token's gradient
+    through (dot) and which it stops (cross). Top: the probability ratio r that PPO-clip checks; bottom: the
+    entropy ratio rho that ERC checks. :data:`HERO_WIDTH` inches wide, with text that stays >= 9 pt at 390 px.
+
+    Args:
+        drifts: ``{"collapse": (r, rho), "explode": (r, rho)}``, (S + 1,) each (:func:`erc_core.book.toy.drift_ratios`).
+        clip: PPO's (clip_low, clip_high): r passes inside [1 - clip_low, 1 + clip_high].
+        erc_bounds: ERC's band: rho passes strictly inside it.
+    """
+    import matplotlib as mpl
+
+    with mpl.rc_context(_HERO_RC):
+        fig = Figure(figsize=(HERO_WIDTH, 5.6), dpi=DPI, layout="constrained")
+        ax_ppo, ax_erc = fig.subplots(2, 1, sharex=True)
+        erc_band = Band.of(erc_bounds, "erc_bounds")
+        ppo_band = (1 - clip[0], 1 + clip[1])
+        names = {"collapse": ("fell", "entropy collapses"), "explode": ("rose", "entropy explodes")}
+        for ax, idx, band, key, title in (
+                (ax_ppo, 0, ppo_band, "base", "PPO-clip checks r, the sampled\ntoken's probability ratio"),
+                (ax_erc, 1, erc_band, "erc", "ERC checks rho, the entropy ratio")):
+            low, high = band
+            ax.axhspan(low, high, color=TINTS[key], alpha=0.7, lw=0, zorder=0)
+            ax.axhline(1.0, color=PALETTE["old"], lw=0.8, zorder=1)
+            for i, (target, (color, label)) in enumerate(names.items()):
+                y = _np(drifts[target][idx]).astype(float)
+                x = np.arange(len(y))
+                keep = np.asarray(erc_band.keep(y)) if key == "erc" else (y >= low) & (y <= high)
+                lay = _layer_style(i)
+                ax.plot(x, y, color=PALETTE[color], lw=lay["lw"], alpha=lay["alpha"], zorder=lay["zorder"],
+                        label=label)
+                ax.scatter(x[keep], y[keep], s=36 if i == 0 else 16, color=PALETTE[color], zorder=5 + i)
+                ax.scatter(x[~keep], y[~keep], s=60, marker="X", color=PALETTE["gated"], zorder=7)
+            ax.set(title=title, ylabel="r" if key == "base" else "rho")
+            ax.text(0.03, 0.04, f"{'clip' if key == 'base' else 'ERC'} band ({low:g}, {high:g})",
+                    transform=ax.transAxes, va="bottom", ha="left")
+        ax_erc.set_xlabel("drift step (updates on one rollout)")
+        ax_erc.xaxis.set_major_locator(MaxNLocator(integer=True))
+        handles = [Line2D([], [], color=PALETTE[c], lw=2.0, label=lab) for c, lab in names.values()]
+        handles += [Line2D([], [], ls="none", marker="o", color=PALETTE["ink"], label="gradient passes"),
+                    Line2D([], [], ls="none", marker="X", ms=8, color=PALETTE["gated"], label="gradient stopped")]
+        fig.legend(handles=handles, loc="outside lower center", ncol=2, frameon=False, handlelength=1.4,
+                   columnspacing=1.0)
     return fig

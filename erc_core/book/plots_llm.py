@@ -10,6 +10,10 @@ The numbers come from :func:`erc_core.rl.train.train` runs (``metrics.jsonl``, `
     logits_memory(responses=32, length=64, vocab=49152)       # MiB of the logits of one micro-batch
     fig_llm_run({"DAPO + ERC": runs.read_metrics(run)})       # curves that stay readable for 1-3 steps
     fig_token_text(runs.read_tokens(run), pick_responses(runs.read_tokens(run)))
+
+The figures follow the book's style (:mod:`erc_core.book.style`): book width, text >= 9 pt at the book's display width,
+plain decimal ticks on log axes, and the book's colours (a run with the ERC gate in ``erc``, one without in
+``base``, tokens kept / fell / rose as in chapters 1-3).
 """
 
 from __future__ import annotations
@@ -18,12 +22,14 @@ import numpy as np
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from erc_core.band import Band
 from erc_core.entropy import entropy_from_logits
 from erc_core.losses import entropy_ratio, erc_mask
-from .plots import COLORS
+
+from .style import DPI, FIG_WIDTH, PALETTE, SEQUENCE, SERIES, TINTS, ratio_axis, styled
 
 __all__ = ["PRECISIONS", "precision_entropies", "response_entropies_by_precision", "outside_band_share",
            "logits_memory", "fig_precision_ratio", "fig_llm_run", "pick_responses", "token_label", "fig_token_text",
@@ -115,33 +121,40 @@ def logits_memory(responses: int, length: int, vocab: int, chunk_size: int = 0) 
             "fp32 per chunk": chunk * vocab * 4 / mib}
 
 
+@styled
 def fig_precision_ratio(entropies: dict[str, torch.Tensor], bounds: tuple[float, float] = (0.95, 1.05)) -> Figure:
-    """Entropy ratio of each other precision to the first one (the reference), against the reference entropy.
+    """Entropy ratio of each other precision to the first one (the reference), against the reference entropy,
+    one panel per other precision (entropy on a log axis with plain decimal ticks).
 
     Args:
         entropies: ``{name: (N,) entropies}``, the reference first (e.g. :func:`precision_entropies`).
         bounds: the ERC band, shaded: points outside it are tokens the gate would stop on numerics alone if the
-            old pass and the update used these two precisions.
+            old pass and the update used these two precisions (``fell`` colour below it, ``rose`` above).
     """
     names = list(entropies)
     if len(names) < 2:
         raise ValueError("need the reference and at least one other precision")
     ref_t = entropies[names[0]].detach().float().cpu()
     ref = ref_t.numpy()
-    fig = Figure(figsize=(7.5, 3.0), dpi=120, layout="constrained")
+    fig = Figure(figsize=(FIG_WIDTH, 3.6), dpi=DPI, layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(names) - 1, sharey=True))
+    band = Band.of(bounds, "bounds")
+    kinds = ((0, PALETTE["kept"], "inside the band"), (1, PALETTE["fell"], "below: entropy lower"),
+             (2, PALETTE["rose"], "above: entropy higher"))
     for ax, name in zip(axes, names[1:]):
         h = entropies[name].detach().float().cpu()
         rho = entropy_ratio(h, ref_t).numpy()
-        out = (~erc_mask(h, ref_t, torch.ones_like(h, dtype=torch.bool), bounds)).numpy()
-        ax.axhspan(*bounds, color=COLORS["band"], alpha=0.12, lw=0)
-        ax.axhline(1.0, color=COLORS["old"], lw=0.6)
-        ax.scatter(ref[~out], rho[~out], s=7, color=COLORS["kept"], alpha=0.7, label="inside the band")
-        ax.scatter(ref[out], rho[out], s=7, color=COLORS["high"], alpha=0.8,
-                   label=f"outside: {out.mean():.0%} of {len(rho)}")
-        ax.set(xscale="log", title=name, xlabel=f"H, {names[0]} (nats)")
-        ax.legend(frameon=False, fontsize=7)
-    axes[0].set_ylabel("rho = H / H_ref")
+        kind = np.asarray(band.kind(rho))
+        ax.axhspan(*bounds, color=PALETTE["erc"], alpha=0.15, lw=0)
+        ax.axhline(1.0, color=PALETTE["old"], lw=0.8)
+        for k, color, label in kinds:
+            ax.scatter(ref[kind == k], rho[kind == k], s=9, color=color, alpha=0.75, label=label)
+        ax.set(title=f"{name}\n{(kind > 0).mean():.0%} of {len(rho)} outside the band",
+               xlabel="H, reference (nats)")
+        ratio_axis(ax, "x")  # rho stays within a few percent of 1: a linear axis shows it best
+    axes[0].set_ylabel("rho = H / H_reference")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=3, frameon=False,
+               markerscale=1.6)
     return fig
 
 
@@ -151,8 +164,26 @@ _PANELS = (("reward_mean", "sampled reward"), ("eval_acc", "greedy eval accuracy
            ("grad_norm", "grad norm (before clip)"), ("time", "seconds per step"))
 
 
+def _run_colors(erc_on: dict[str, bool]) -> dict[str, str]:
+    """Colour of each run: the first with the ERC gate ``erc``, the first without ``base`` (as in chapters 2, 5
+    and 6); a further run of the same kind a :data:`erc_core.book.style.SERIES` colour (no meaning)."""
+    out, used = {}, set()
+    for i, (name, on) in enumerate(erc_on.items()):
+        c = PALETTE["erc"] if on else PALETTE["base"]
+        out[name] = c if c not in used else SERIES[i % len(SERIES)]
+        used.add(c)
+    return out
+
+
+def _layer(i: int) -> dict:
+    """The first run wide and light, the others narrow on top, so that coinciding curves all stay visible."""
+    return {"lw": 3.4, "alpha": 0.55, "zorder": 2} if i == 0 else {"lw": 1.6, "alpha": 1.0, "zorder": 3 + i}
+
+
+@styled
 def fig_llm_run(runs: dict[str, pd.DataFrame]) -> Figure:
-    """Training curves of one or more runs, readable for 1-3 steps (markers) as for hundreds (lines).
+    """Training curves of one or more runs, readable for 1-3 steps (markers) as for hundreds (lines), in a 3 x 2
+    grid.
 
     Panels: reward, eval accuracy, old-pass entropy, clip fractions (``erc_clipfrac`` solid, ``ppo_clipfrac``
     dashed; a run without ERC shows ``ratio_outside_frac``, what the gate WOULD have taken, dotted), gradient norm,
@@ -163,42 +194,44 @@ def fig_llm_run(runs: dict[str, pd.DataFrame]) -> Figure:
     """
     if not runs:
         raise ValueError("runs is empty")
-    fig = Figure(figsize=(7.5, 5.0), dpi=120, layout="constrained")
-    axes = fig.subplots(2, 3).ravel()
-    colors = [COLORS["erc"], COLORS["ppo"], COLORS["low"], COLORS["high"]]
+    fig = Figure(figsize=(FIG_WIDTH, 7.6), dpi=DPI, layout="constrained")
+    axes = fig.subplots(3, 2).ravel()
     n_max = max(int((df.index > 0).sum()) for df in runs.values())
-    mk = dict(marker="o", ms=3) if n_max <= 30 else {}
+    mk = dict(marker="o", ms=4) if n_max <= 30 else {}
+    erc = {name: bool((df.loc[df.index > 0, "erc_clipfrac"].fillna(0) > 0).any())
+           or not (df.loc[df.index > 0, "ratio_outside_frac"].fillna(0) > 0).any() for name, df in runs.items()}
+    colors = _run_colors(erc)
     for i, (name, df) in enumerate(runs.items()):
-        c = colors[i % len(colors)]
-        rl = df[df.index > 0]
-        erc_on = bool((rl["erc_clipfrac"].fillna(0) > 0).any()) or not (rl["ratio_outside_frac"].fillna(0) > 0).any()
+        c, rl, lay = colors[name], df[df.index > 0], _layer(i)
         for ax, (key, title) in zip(axes, _PANELS):
             if key != "time":
-                ax.set_title(title, fontsize="medium")
-            ax.set_xlabel("RL step")
+                ax.set_title(title)
             if key == "eval_acc":
                 s = df[key].dropna()
-                ax.plot(s.index, s.values, color=c, marker="o", ms=3, label=name)
+                ax.plot(s.index, s.values, color=c, marker="os^D"[i % 4], ms=5, label=name, **lay)
             elif key == "clipfrac":
-                col, ls, lab = ("erc_clipfrac", "-", "ERC gated") if erc_on else ("ratio_outside_frac", ":",
-                                                                                  "ERC would gate")
-                ax.plot(rl.index, rl[col], color=c, ls=ls, label=f"{name}: {lab}", **mk)
-                ax.plot(rl.index, rl["ppo_clipfrac"], color=c, ls="--", label=f"{name}: PPO clipped", **mk)
+                col, ls, lab = ("erc_clipfrac", "-", "ERC gated") if erc[name] else ("ratio_outside_frac", ":",
+                                                                                     "ERC would gate")
+                ax.plot(rl.index, rl[col], color=c, ls=ls, label=f"{name}: {lab}", **mk, **lay)
+                ax.plot(rl.index, rl["ppo_clipfrac"], color=c, ls="--", label=f"{name}: PPO clipped", **mk, **lay)
             elif key == "time":
                 if i == 0:
                     bottom = np.zeros(len(rl))
-                    for part, pc in (("time_generate", COLORS["old"]), ("time_old", COLORS["low"]),
-                                     ("time_update", "#9467bd")):
+                    for part, pc in zip(PHASES, SEQUENCE):
                         ax.bar(rl.index, rl[part], bottom=bottom, color=pc, width=0.8,
                                label=part.removeprefix("time_"))
                         bottom += rl[part].to_numpy(float)
-                    ax.set_title(f"seconds per step, {name}", fontsize="medium")
-                    ax.set_ylim(0, 1.4 * max(float(bottom.max()), 1e-9))
+                    ax.set_title(f"seconds per step, {name}")
+                    ax.set_ylim(0, 1.45 * max(float(bottom.max()), 1e-9))
+                    ax.legend(loc="upper center", ncol=3, handlelength=1.0, columnspacing=0.8)
             else:
-                ax.plot(rl.index, rl[key], color=c, label=name, **mk)
-    axes[0].legend(frameon=False, fontsize=7)
-    axes[3].legend(frameon=False, fontsize=6)
-    axes[5].legend(frameon=False, fontsize=6, loc="upper center", ncol=3)
+                ax.plot(rl.index, rl[key], color=c, label=name, **mk, **lay)
+    for ax in axes[-2:]:
+        ax.set_xlabel("RL step")
+    handles = [Line2D([], [], color=colors[n], lw=2.0, label=n) for n in runs]
+    handles += [Line2D([], [], color=PALETTE["ink"], ls=ls, lw=1.6, label=lab) for ls, lab in
+                (("-", "ERC gated"), (":", "ERC would gate (run without ERC)"), ("--", "PPO clipped"))]
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, frameon=False)
     for ax in axes:
         if n_max <= 10:
             ax.set_xticks(range(0 if ax is axes[1] else 1, n_max + 1))
@@ -229,18 +262,20 @@ def token_label(token: str) -> str:
     return text if text else "\u00b7"
 
 
+@styled
 def fig_token_text(tokens: pd.DataFrame, pairs: list[tuple[int, int]], bounds: tuple[float, float] = (0.95, 1.05),
-                   width: int = 96) -> Figure:
+                   width: int = 80) -> Figure:
     """The text of a few responses, token by token, each token on a background saying what the ERC band does.
 
-    Green: kept (``low < rho < high``); blue: gated, the entropy fell (``rho <= low``); red: gated, it rose
-    (``rho >= high``). Each response starts with a line giving its step, reward and advantage.
+    Light green: kept (``low < rho < high``); blue: gated, the entropy fell (``rho <= low``); red: gated, it
+    rose (``rho >= high``) -- the ``kept`` / ``fell`` / ``rose`` colours of the book. Each response starts with a
+    line giving its step, reward and advantage.
 
     Args:
         tokens: an :func:`erc_core.book.runs.read_tokens` table (``token``, ``rho``, ``step``, ``response``, ...).
         pairs: the (step, response) pairs to show, e.g. from :func:`pick_responses` (empty: a note says so).
         bounds: the ERC band.
-        width: characters per line before wrapping.
+        width: characters per line before wrapping (80 fit the book's width at 9 pt).
     """
     lines: list[list[tuple[str, int]]] = []  # (text, kind) cells; kind -1 = header text
     for step, resp in pairs:
@@ -264,14 +299,14 @@ def fig_token_text(tokens: pd.DataFrame, pairs: list[tuple[int, int]], bounds: t
     if not lines:
         lines.append([("no response was logged (every logged step had all advantages 0)", -1)])
     n = len(lines)
-    fontsize = 8
-    fig = Figure(figsize=(7.5, 0.3 + 0.22 * (n + 1)), dpi=120)
+    fontsize = 9
+    fig = Figure(figsize=(FIG_WIDTH, 0.35 + 0.25 * (n + 1)), dpi=DPI)
     ax = fig.add_axes((0.01, 0.01, 0.98, 0.98))
-    char_w = 0.6 * fontsize / 72 / (7.5 * 0.98)  # monospace advance as a fraction of the axes width
+    char_w = 0.6 * fontsize / 72 / (FIG_WIDTH * 0.98)  # monospace advance as a fraction of the axes width
     ax.set_xlim(0, 1)
     ax.set_ylim(n - 0.4, -1.6)  # one line on top for the legend
     ax.axis("off")
-    face = {0: "#c7e9c0", 1: COLORS["low"], 2: COLORS["high"]}
+    face = {0: TINTS["kept"], 1: PALETTE["fell"], 2: PALETTE["rose"]}
     for y, cells in enumerate(lines):
         x = 0.0
         for text, kind in cells:
@@ -283,7 +318,7 @@ def fig_token_text(tokens: pd.DataFrame, pairs: list[tuple[int, int]], bounds: t
     ax.legend(handles=[Patch(color=face[0], label=f"kept: {bounds[0]} < rho < {bounds[1]}"),
                        Patch(color=face[1], label="gated: entropy fell"),
                        Patch(color=face[2], label="gated: entropy rose")],
-              loc="upper right", frameon=False, fontsize=7, ncol=3, borderaxespad=0.1)
+              loc="upper right", frameon=False, ncol=3, borderaxespad=0.1, handlelength=1.2, columnspacing=1.0)
     return fig
 
 
@@ -314,11 +349,13 @@ def seed_range(table: pd.DataFrame, variant: str, metric: str, smooth: int = 1) 
                          "n": wide.notna().sum(axis=1)})
 
 
+@styled
 def fig_shipped_runs(table: pd.DataFrame, variants: dict[str, str], smooth: int = 3) -> Figure:
-    """The shipped runs side by side, one panel each: held-out greedy accuracy (every eval), sampled reward,
+    """The shipped runs side by side in a 2 x 2 grid: held-out greedy accuracy (every eval), sampled reward,
     old-pass entropy (rolling mean over ``smooth`` steps) and the share of response tokens outside the ERC band
     (``erc_clipfrac`` for a run with ERC, where it is what the gate took; ``ratio_outside_frac``, what the gate
-    WOULD have taken, for one without). Lines: the mean over seeds; shaded: the seeds' range.
+    WOULD have taken, for one without, dotted). Lines: the mean over seeds; shaded: the seeds' range. A variant
+    with ERC takes the ``erc`` colour, one without the ``base`` colour.
 
     Args:
         table: a study table with ``variant, seed, step`` and the metrics of :func:`erc_core.rl.train.train`.
@@ -329,25 +366,26 @@ def fig_shipped_runs(table: pd.DataFrame, variants: dict[str, str], smooth: int 
     panels = [("eval_acc", "held-out greedy accuracy", 1), ("reward_mean", f"sampled reward ({smooth}-step mean)",
                                                             smooth),
               ("entropy_mean", f"entropy, nats ({smooth}-step mean)", smooth),
-              ("outside", "tokens outside the band (gated if ERC)", 1)]
-    fig = Figure(figsize=(7.5, 4.6), dpi=120, layout="constrained")
-    axes = fig.subplots(2, 2).ravel()
-    colors = [COLORS["ppo"], COLORS["erc"], COLORS["low"], COLORS["high"]]
+              ("outside", "tokens outside the band\n(gated if ERC)", 1)]
+    fig = Figure(figsize=(FIG_WIDTH, 5.6), dpi=DPI, layout="constrained")
+    axes = fig.subplots(2, 2, sharex=True).ravel()
+    erc = {v: bool((table.loc[table["variant"] == v, "erc_clipfrac"].fillna(0) > 0).any()) for v in variants}
+    colors = _run_colors(erc)
     for i, (variant, label) in enumerate(variants.items()):
-        c = colors[i % len(colors)]
-        rows = table[table["variant"] == variant]
-        erc_on = bool((rows["erc_clipfrac"].fillna(0) > 0).any())
+        c, erc_on, lay = colors[variant], erc[variant], _layer(i)
         for ax, (metric, title, sm) in zip(axes, panels):
             col = ("erc_clipfrac" if erc_on else "ratio_outside_frac") if metric == "outside" else metric
             b = seed_range(table, variant, col, sm)
-            ax.plot(b.index, b["mean"], color=c, lw=1.4, marker="o" if metric == "eval_acc" else None, ms=3,
+            ax.plot(b.index, b["mean"], color=c, marker="os^D"[i % 4] if metric == "eval_acc" else None, ms=5,
                     ls="-" if metric != "outside" or erc_on else ":",
-                    label=label if metric != "outside" else f"{label}: {'gated' if erc_on else 'would gate'}")
-            ax.fill_between(b.index, b["low"], b["high"], color=c, alpha=0.2, lw=0)
-            ax.set_title(title, fontsize="medium")
-            ax.set_xlabel("RL step")
-    axes[0].legend(frameon=False, fontsize=7)
-    axes[3].legend(frameon=False, fontsize=7)
+                    label=label if metric != "outside" else f"{label}: {'gated' if erc_on else 'would gate'}",
+                    **lay)
+            ax.fill_between(b.index, b["low"], b["high"], color=c, alpha=0.18, lw=0)
+            ax.set_title(title)
+    for ax in axes[2:]:
+        ax.set_xlabel("RL step")
+    axes[0].legend()
+    axes[3].legend()
     return fig
 
 

@@ -17,7 +17,7 @@ import torch
 
 from erc_core.band import Band
 
-__all__ = ["drift_keep_sampled", "TokenBatch", "token_batch", "UpdateTrace", "offpolicy_updates",
+__all__ = ["drift_keep_sampled", "drift_ratios", "TokenBatch", "token_batch", "UpdateTrace", "offpolicy_updates",
            "binary_reward_groups", "per_token_loss_curve", "agg_token_weights", "dynamic_sampling_sweep"]
 
 
@@ -72,6 +72,30 @@ def drift_keep_sampled(old_logits: torch.Tensor, token: int, n_steps: int, *, ta
     probs = (1.0 - p_tok) * q
     probs[:, token] = p_tok.squeeze(-1)
     return torch.log(probs)
+
+
+def drift_ratios(old_logits: torch.Tensor, token: int, n_steps: int, *, sampled_ratio: float = 1.1,
+                 max_shift: float = 0.98) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """What PPO-clip and ERC see along both drifts of :func:`drift_keep_sampled` (the intro's figure).
+
+    Args:
+        old_logits, token, n_steps, sampled_ratio, max_shift: as in :func:`drift_keep_sampled`.
+
+    Returns:
+        ``{"collapse": (r, rho), "explode": (r, rho)}``: (n_steps + 1,) float32 each, step 0 the old policy;
+        ``r`` the sampled token's probability ratio ``pi_s(token) / pi_old(token)``, ``rho`` the entropy ratio
+        ``(H_s + 1e-8) / (H_old + 1e-8)`` (:func:`erc_core.losses.entropy_ratio`).
+    """
+    from erc_core.entropy import entropy_from_logits
+    from erc_core.losses import entropy_ratio
+
+    out = {}
+    for target in ("collapse", "explode"):
+        steps = drift_keep_sampled(old_logits, token, n_steps, target=target, sampled_ratio=sampled_ratio,
+                                   max_shift=max_shift)
+        h = entropy_from_logits(steps)
+        out[target] = ((steps[:, token] - steps[0, token]).exp(), entropy_ratio(h, h[0].expand_as(h)))
+    return out
 
 
 @dataclass
