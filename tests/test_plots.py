@@ -530,10 +530,10 @@ def _llm_and_study_figures() -> dict[str, Figure]:
                                  time_step=3.5, tokens_per_s=4.0, time_total=1.0 + 3.5 * step,
                                  eval_acc=rng.uniform() if step % 4 == 0 else None))
             for t in range(40):
-                ratio = float(rng.lognormal(0, 0.06))
+                rho = float(rng.lognormal(0, 0.06))
                 toks.append(dict(variant=variant, step=4, response=t // 8, t=t % 8, token=f" {t}",
-                                 old_entropy=rng.exponential(0.5), ratio=ratio, erc_low=0.95, erc_high=1.05,
-                                 outside_band=not 0.95 < ratio < 1.05, gated=erc and not 0.95 < ratio < 1.05,
+                                 old_entropy=rng.exponential(0.5), rho=rho, erc_low=0.95, erc_high=1.05,
+                                 outside_band=not 0.95 < rho < 1.05, gated=erc and not 0.95 < rho < 1.05,
                                  advantage=0.5, reward=1.0, run_id=run_id))
     table, tokens = pd.DataFrame(rows), pd.DataFrame(toks)
     summary = pd.DataFrame({"variant": ["dapo", "dapo_erc", "gppo", "gppo_erc"], "mean": [0.4, 0.5, 0.45, 0.42],

@@ -151,6 +151,17 @@ def test_claims_table_on_the_shipped_data(shipped, family_table):
     assert all(rows[c] == "reproduced" or rows[c].startswith("not reproduced (") for c in ("1", "2", "3", "4"))
 
 
+def test_intro_key_findings_match_the_claims_chapter(shipped, family_table):
+    """The intro's key-findings table states, per claim, the verdict the shipped data give (first words)."""
+    table = claims.claims_table(shipped, family_table).set_index("claim")
+    rows = [line.split("|")[1:4] for line in (ROOT / "book/intro.md").read_text().splitlines()
+            if line.startswith("| ") and line[2].isdigit()]
+    assert len(rows) == 5
+    for claim, source, verdict in (map(str.strip, r) for r in rows):
+        assert table.loc[claim, "source"] == source
+        assert table.loc[claim, "verdict"].split(" (")[0] == verdict, claim
+
+
 def test_claim_verdict_words():
     names = ["a", "b"]
     assert claims.claim_verdict(["resolved: +", "resolved: +"], names, "+") == "reproduced"
