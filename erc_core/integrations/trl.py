@@ -169,6 +169,7 @@ class ERCGRPOTrainer(GRPOTrainer):
         sums = self.accelerator.reduce(sums, reduction="sum")
         n = sums[4].clamp(min=1.0)
         metrics = self._metrics["train" if self.model.training else "eval"]
-        for i, name in enumerate(("erc_clipfrac", "erc_clipfrac_low", "erc_clipfrac_high", "entropy_ratio/mean")):
-            metrics[name].append((sums[i] / n).item())
+        values = (sums[:4] / n).tolist()   # one host sync for the four metrics
+        for name, value in zip(("erc_clipfrac", "erc_clipfrac_low", "erc_clipfrac_high", "entropy_ratio/mean"), values):
+            metrics[name].append(value)
         return logps

@@ -107,7 +107,8 @@ def _erc_loss(mode: str, old_log_prob: torch.Tensor, log_prob: torch.Tensor, adv
     agg, factor = _verl_scale(mask, loss_agg_mode, dict(_cfg(config, "global_batch_info", {}) or {}))
     loss, stats = policy_loss(log_prob, old_log_prob, advantages, mask, entropy=entropy, old_entropy=old_entropy,
                               mode=mode, clip_low=clip_low, clip_high=clip_high, clip_c=clip_c,
-                              erc_bounds=erc_bounds_from_config(config), agg=agg)
+                              erc_bounds=erc_bounds_from_config(config), agg=agg,
+                              validate=False)   # no NaN/inf read-back on the hot path: one host sync, for the stats
     metrics = {
         "actor/pg_clipfrac": stats["ppo_clipfrac"],
         "actor/pg_clipfrac_lower": stats["ppo_clipfrac_lower"],
