@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import erc_core.rl.train as tr
-from erc_core.rl.config import Config, ConfigError, load_config, parse_set
+from erc_core.rl.config import Config, ConfigError, config_keys, load_config, parse_set
 from erc_core.rl.train import TIMING_KEYS, CheckpointError, RunLockedError, main, read_jsonl, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -490,3 +490,15 @@ def test_progress_bar_only_on_a_terminal(tmp_path):
                            str(tmp_path / "run")], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "it/s" not in proc.stderr and "s/it" not in proc.stderr and "%|" not in proc.stderr, proc.stderr[-500:]
+
+
+def test_every_config_key_is_documented_in_help_and_api(capsys):
+    """Each Config field has a description (its comment in Config), shown by --help and in Config's docstring."""
+    keys = config_keys()
+    assert [k for k, _, _ in keys] == [f.name for f in dataclasses.fields(Config)]
+    assert all(desc for _, _, desc in keys), [k for k, _, desc in keys if not desc]
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert all(f"  {k} (default {d}): {desc}" in out for k, d, desc in keys)
+    assert all(f"``{k}``" in Config.__doc__ for k, _, _ in keys)

@@ -21,7 +21,7 @@ import yaml
 from ..losses import AGG_MODES, KL_KINDS, POLICY_LOSSES
 from .tasks import TASKS
 
-__all__ = ["Config", "ConfigError", "load_config", "parse_set", "problem_space"]
+__all__ = ["Config", "ConfigError", "config_keys", "load_config", "parse_set", "problem_space"]
 
 
 class ConfigError(ValueError):
@@ -39,65 +39,65 @@ class Config:
     """Every knob of a run. ``configs/base.yaml`` lists the same defaults; presets are short diffs of it."""
 
     # run
-    seed: int = 0
-    steps: int = 3000
+    seed: int = 0                        # model init, warm start and every rollout (one seed per RL step, see rl.train)
+    steps: int = 3000                    # RL steps
     device: str = "cpu"                  # cpu | cuda (cuda: bf16 autocast; entropies always fp32)
     num_threads: int = 1                 # torch CPU threads during train() (restored after); 0 = leave as is
     # task
     task: str = "arith"                  # arith | countdown
-    arith_max_operand: int = 20
-    arith_ops: str = "+"
+    arith_max_operand: int = 20          # arith: operands in [0, arith_max_operand]
+    arith_ops: str = "+"                 # arith: operators to draw from, e.g. "+" or "+-*"
     answer_prefix: bool = False          # arith, chat models: reply opened with "a + b = ", strict reward (tasks.py)
-    countdown_numbers: int = 3
-    countdown_max_number: int = 9
+    countdown_numbers: int = 3           # countdown: numbers per problem
+    countdown_max_number: int = 9        # countdown: numbers in [1, max]
     eval_size: int = 100                 # held-out problems, never sampled for training
     eval_every: int = 250                # greedy eval accuracy every k steps (and at step 0 and the last step)
     prompt_style: str = "auto"           # plain | chat | auto (chat iff the tokenizer has a chat template)
     # model
     model: str = "tiny"                  # tiny | smollm2 | a HF path or hub id
     tiny_arch: str = "llama"             # llama | qwen2
-    tiny_hidden: int = 64
-    tiny_layers: int = 2
-    tiny_heads: int = 4
+    tiny_hidden: int = 64                # tiny model: hidden size
+    tiny_layers: int = 2                 # tiny model: transformer layers
+    tiny_heads: int = 4                  # tiny model: attention heads
     warmstart_steps: int = 300           # supervised steps before RL (tiny models; 0 = none); weak on purpose
-    warmstart_lr: float = 3e-3
-    warmstart_batch: int = 64
+    warmstart_lr: float = 3e-3           # warm start: AdamW learning rate
+    warmstart_batch: int = 64            # warm start: problems per step
     # rollout
-    prompts_per_step: int = 32
+    prompts_per_step: int = 32           # distinct prompts per RL step
     group_size: int = 8                  # responses per prompt (GRPO group)
-    max_new_tokens: int = 6
-    temperature: float = 1.0
+    max_new_tokens: int = 6              # longest response in tokens
+    temperature: float = 1.0             # sampling temperature (entropies use it too)
     dynamic_sampling: bool = False       # drop groups whose rewards are all equal (DAPO)
     overlong_buffer: int = 0             # DAPO soft overlong punishment zone in tokens (0 = off)
-    overlong_penalty_factor: float = 1.0
+    overlong_penalty_factor: float = 1.0 # DAPO overlong punishment at the end of the buffer
     # optimisation
     mini_batch_size: int = 64            # responses per optimizer step
     ppo_epochs: int = 1                  # passes over the rollout batch
     micro_batch_size: int = 0            # responses per forward (gradient accumulation); 0 = mini_batch_size
-    lr: float = 5e-4
+    lr: float = 5e-4                     # AdamW learning rate of the RL updates
     warmup_steps: int = 30               # linear warmup in RL steps, then constant
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
+    weight_decay: float = 0.0            # AdamW weight decay
+    grad_clip: float = 1.0               # max gradient norm per update (clip_grad_norm_)
     # loss
     loss_mode: str = "dapo"              # dapo | gppo | clip_cov | kl_cov | dppo_tv | dppo_kl (losses.POLICY_LOSSES)
     clip_low: float = 0.2                # dppo_*: the divergence thresholds (TV 0.15, KL 0.05)
-    clip_high: float = 0.28
+    clip_high: float = 0.28              # upper clip (DAPO clip-higher: 0.28)
     clip_c: float = 10.0                 # dual clip for A < 0; dppo_*: truncation of the ratio (recipe: 10000)
-    agg: str = "token-mean"
+    agg: str = "token-mean"              # loss aggregation (losses.AGG_MODES), e.g. token-mean | seq-mean-token-mean
     erc: bool = False                    # Entropy Ratio Clipping gate
-    erc_low: float = 0.95
-    erc_high: float = 1.05
+    erc_low: float = 0.95                # ERC band lower bound (strict)
+    erc_high: float = 1.05               # ERC band upper bound (strict)
     clip_cov_ratio: float = 2e-4         # loss_mode clip_cov: fraction of tokens whose gradient is cut
     clip_cov_lb: float = 1.0             #   ... among those with covariance in (clip_cov_lb, clip_cov_ub)
-    clip_cov_ub: float = 5.0
+    clip_cov_ub: float = 5.0             # loss_mode clip_cov: covariance upper bound
     kl_cov_ratio: float = 2e-4           # loss_mode kl_cov: fraction of top-covariance tokens given a KL penalty
     ppo_kl_coef: float = 1.0             #   ... of weight ppo_kl_coef
     entropy_penalty_coef: float = 0.0    # the quoted "dead-zone penalty on the mean ratio" form (not the paper's)
-    entropy_penalty_low: float = 0.9
-    entropy_penalty_high: float = 1.1
+    entropy_penalty_low: float = 0.9     # penalty dead zone, lower
+    entropy_penalty_high: float = 1.1    # penalty dead zone, upper
     entropy_coef: float = 0.0            # entropy bonus
     kl_coef: float = 0.0                 # KL to the frozen start (post warm start) model
-    kl_type: str = "low_var_kl"
+    kl_type: str = "low_var_kl"          # KL estimator: kl | abs | mse | low_var_kl
     sft_coef: float = 0.1                # NLL on correct responses
     entropy_chunk_size: int = 0          # rows per chunk in logprobs_and_entropy (0 = all at once)
     # outputs
@@ -246,6 +246,40 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict:
     _check_keys(d, str(path))
     merged.update(d)
     return merged
+
+
+
+def config_keys() -> list[tuple[str, str, str]]:
+    """Every config key as ``(name, default, description)``, in the order of :class:`Config`. The description is the
+    comment written beside the field in :class:`Config` (the one place it is written), which the train CLI's
+    ``--help`` and the API page show."""
+    import inspect
+    import re
+
+    docs = {}
+    for line in inspect.getsource(Config).splitlines():
+        m = re.match(r"\s{4}(\w+): [^=]+=[^#]*?(?:#\s*(.*))?$", line)
+        if m:
+            docs[m.group(1)] = (m.group(2) or "").strip()
+    defaults = {f.name: f.default for f in dataclasses.fields(Config)}
+    return [(k, repr(defaults[k]), docs.get(k, "")) for k in defaults]
+
+
+
+def _rst_text(text: str) -> str:
+    """Plain text safe inside RST: ``*`` and ``_`` escaped (no emphasis, no references); "-" when empty."""
+    return "".join("\\" + ch if ch in "*_`|" else ch for ch in text) or "-"
+
+
+def _keys_table() -> str:
+    """:func:`config_keys` as an RST list-table (appended to :class:`Config`'s docstring for the API page)."""
+    rows = "".join(f"   * - ``{k}``\n     - ``{d}``\n     - {_rst_text(c)}\n"
+                   for k, d, c in config_keys())
+    return ".. list-table:: Every key, its default and what it does\n   :header-rows: 1\n\n" \
+           "   * - key\n     - default\n     - meaning\n" + rows
+
+
+Config.__doc__ = f"{Config.__doc__}\n\n{_keys_table()}"
 
 
 def load_config(config: Config | dict | str | os.PathLike | None = None, overrides: dict | None = None) -> Config:

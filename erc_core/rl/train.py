@@ -54,7 +54,7 @@ from transformers import GenerationConfig
 from ..advantages import dynamic_sampling_mask, grpo_advantages, overlong_penalty
 from ..entropy import logprobs_and_entropy
 from ..losses import agg_loss, entropy_ratio, entropy_ratio_penalty, erc_mask, kl_penalty, policy_loss, stats_to_floats
-from .config import Config, ConfigError, load_config, parse_set
+from .config import Config, ConfigError, config_keys, load_config, parse_set
 from .models import (NEUTRAL_PROCESSING, NEUTRAL_SAMPLING, char_tokenizer, encode_prompts, forward_logits,
                      load_pretrained, tiny_model, warm_start)
 from .tasks import format_prompt, make_task
@@ -800,7 +800,10 @@ def _train(cfg: Config, out_dir: str | os.PathLike, resume: bool, stop_at: int |
 
 # ============================================================================================ CLI
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m erc_core.rl.train", description=__doc__.split("\n\n")[0])
+    keys = "\n".join(f"  {k} (default {d}): {c}" for k, d, c in config_keys())
+    ap = argparse.ArgumentParser(prog="python -m erc_core.rl.train", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=f"config keys (--set KEY=VALUE, or in a YAML preset):\n{keys}")
     ap.add_argument("--config", required=True, help="YAML preset, e.g. configs/tiny_arith_erc.yaml")
     ap.add_argument("--out", required=True, help="output directory (metrics.jsonl, tokens.jsonl, checkpoint.pt)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
