@@ -189,6 +189,12 @@ def test_tokens_export_and_load_round_trip(tmp_path):
         m, t = load(source)
         pd.testing.assert_frame_equal(m, table, check_dtype=False)
         pd.testing.assert_frame_equal(t.reset_index(drop=True), tok, check_dtype=False)
+    (tmp_path / "out" / "runs.csv").unlink()   # a study stopped early: export ships its finished runs only
+    (tmp_path / "out" / "runs" / "erc__seed0" / "DONE").unlink()
+    export(tmp_path / "out", tmp_path / "partial")
+    runs = pd.read_csv(tmp_path / "partial" / "runs.csv")
+    assert runs["run_id"].tolist() == ["dapo__seed0"] and (runs["status"] == "finished").all()
+    assert set(load(tmp_path / "partial")[0]["variant"]) == {"dapo"}
     with pytest.raises(FileNotFoundError, match="neither"):
         load(tmp_path)
     figs = (plots_study.fig_study_curves(table, {"erc": ("erc_clipfrac", ["dapo", "erc"])}, smooth=1),

@@ -342,13 +342,21 @@ def summarize(table: pd.DataFrame, metric: str, reducer: str = "last", last_k: i
 
 
 def export(out_dir: str | os.PathLike, dest: str | os.PathLike) -> dict[str, Path]:
-    """Write a finished study's tables, compressed, for shipping with the book: ``dest/metrics.csv.gz``,
-    ``dest/runs.csv`` and (when runs logged tokens) ``dest/tokens.csv.gz``. Returns the written paths."""
+    """Write a study's tables, compressed, for shipping with the book: ``dest/metrics.csv.gz``, ``dest/runs.csv``
+    and (when runs logged tokens) ``dest/tokens.csv.gz``. Returns the written paths.
+
+    A study stopped before its end (no ``runs.csv`` yet) exports its finished runs (``DONE`` markers) only, with a
+    ``runs.csv`` of ``run_id, variant, seed, config, status="finished"`` (no wall time or overrides: read each run's
+    ``config.yaml``); say so wherever the data ship."""
     out, dest = Path(out_dir), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     written = {"metrics": dest / "metrics.csv.gz", "runs": dest / "runs.csv"}
     collect(out).to_csv(written["metrics"], index=False)
-    shutil.copyfile(out / "runs.csv", written["runs"])
+    if (out / "runs.csv").exists():
+        shutil.copyfile(out / "runs.csv", written["runs"])
+    else:
+        pd.DataFrame([dict(keys, config=str(d / "config.yaml"), status="finished") for d, keys in _finished(out)]
+                     ).to_csv(written["runs"], index=False)
     try:
         tokens = collect_tokens(out)
     except ValueError:
