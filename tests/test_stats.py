@@ -173,6 +173,12 @@ def test_claim_verdict_words():
         claims.claim_verdict([], [], "up")
 
 
+def test_stress_verdict_words():
+    assert claims._stress_verdict(0, 0) == "not testable here: no run collapsed"
+    assert claims._stress_verdict(1, 2).startswith("not supported") and claims._stress_verdict(1, 1).startswith("not s")
+    assert claims._stress_verdict(3, 1).startswith("not resolved: fewer collapses with ERC (1 vs 3 runs)")
+
+
 def test_run_flags_and_stress_table_count_runs():
     """Two seeds of one variant: one collapses (accuracy), one does not; the table counts 1 of 2 with the exact
     interval, and final accuracy is the mean of the last 3 evaluations after step 0."""
