@@ -296,7 +296,7 @@ def test_chapter_08_analyses_the_shipped_grids_and_runs_a_live_one(tiny_book):
     res = book_results(nb)
     # the shipped v2 tables were read (not rerun): 5 methods x 10 seeds, 6 stress variants x 5 seeds
     assert not res["rerun"] and res["runs"] == {"core": 50, "offpolicy": 30}
-    assert res["family_size"] >= 20 and res["verdicts"]["5. ERC is inactive on-policy"] == "holds exactly"
+    assert res["family_size"] >= 16 and res["verdicts"]["5. ERC is inactive on-policy"] == "holds exactly"
     # the live grid ran here with the tiny book's parameters
     assert res["live_runs"] == 4 and res["live_steps"] == 4 and res["live_onpolicy_max_abs_diff"] == 0
     assert_figures_captioned(nb)
