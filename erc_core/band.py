@@ -11,10 +11,21 @@ The paper's band is ``(0.95, 1.05)`` for both DAPO and GPPO (``PAPER_BAND``).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-__all__ = ["Band", "PAPER_BAND"]
+from .checks import require
+
+__all__ = ["Band", "PAPER_BAND", "check_band"]
+
+
+def check_band(low: float, high: float, names: tuple[str, str] = ("low", "high")) -> None:
+    """The rule of an ERC band's bounds: ``0 <= low < 1 < high`` (``high`` may be inf; NaN is neither).
+
+    Raises :class:`~erc_core.checks.ParamError` naming the first bad bound as ``names`` call them (a config's
+    ``("erc_low", "erc_high")``) and its allowed range."""
+    lo, hi = names
+    require(0.0 <= low < 1.0, lo, low, f"a number with 0 <= {lo} < 1")
+    require(high > 1.0, hi, high, f"a number with {hi} > 1 (inf allowed)")
 
 
 @dataclass(frozen=True)
@@ -30,9 +41,7 @@ class Band:
 
     def __post_init__(self):
         low, high = float(self.low), float(self.high)
-        if math.isnan(low) or math.isnan(high) or not (0.0 <= low < 1.0 < high):
-            raise ValueError(f"an ERC band must satisfy 0 <= low < 1 < high (high may be inf), got ({self.low!r}, "
-                             f"{self.high!r})")
+        check_band(low, high)
         object.__setattr__(self, "low", low)
         object.__setattr__(self, "high", high)
 

@@ -27,10 +27,12 @@ from typing import Callable
 import torch
 
 from .band import PAPER_BAND, Band
+from .checks import require
 
 __all__ = [
     "POLICY_LOSSES", "AGG_MODES", "register_policy_loss", "policy_loss", "agg_loss", "masked_mean",
     "entropy_ratio", "erc_mask", "apply_erc_gate", "entropy_ratio_penalty", "kl_penalty", "stats_to_floats",
+    "check_clip", "check_clip_cov", "check_kl_cov",
 ]
 
 RATIO_EPS = 1e-8  # the official code's epsilon in (H + eps) / (H_old + eps)
@@ -162,11 +164,7 @@ def clip_cov_loss(ratio: torch.Tensor, advantages: torch.Tensor, mask: torch.Ten
     random among those with ``clip_cov_lb < (A - mean A)(logp - mean logp) < clip_cov_ub`` that the ratio clip did
     not already clip lose their gradient AND their loss (multiplied by 0). (B, T) -> (B, T).
     """
-    if not 0 < clip_cov_ratio <= 1:
-        raise ValueError(f"clip_cov_ratio must be in (0, 1] (a fraction of the response tokens), "
-                         f"got {clip_cov_ratio!r}")
-    if not clip_cov_lb < clip_cov_ub:
-        raise ValueError(f"clip_cov_lb must be < clip_cov_ub, got {clip_cov_lb!r} >= {clip_cov_ub!r}")
+    check_clip_cov(clip_cov_ratio, clip_cov_lb, clip_cov_ub)
     valid = mask.bool()
     loss1 = -advantages * ratio
     loss2 = -advantages * torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
@@ -193,10 +191,7 @@ def kl_cov_loss(ratio: torch.Tensor, advantages: torch.Tensor, mask: torch.Tenso
     ``max(1, int(kl_cov_ratio * n_tokens))`` response tokens with the largest ``(A - mean A)(logp - mean logp)``
     get ``ppo_kl_coef * |logp - old_logp|`` added. ``clip_low``/``clip_high``/``clip_c`` are unused. (B, T) -> (B, T).
     """
-    if not 0 < kl_cov_ratio <= 1:
-        raise ValueError(f"kl_cov_ratio must be in (0, 1] (a fraction of the response tokens), got {kl_cov_ratio!r}")
-    if not (math.isfinite(ppo_kl_coef) and ppo_kl_coef >= 0):
-        raise ValueError(f"ppo_kl_coef must be a finite number >= 0, got {ppo_kl_coef!r}")
+    check_kl_cov(kl_cov_ratio, ppo_kl_coef)
     loss = -advantages * ratio
     valid_idx = torch.nonzero(mask.bool().reshape(-1))[:, 0]
     penalised = torch.zeros(ratio.numel(), dtype=torch.bool, device=ratio.device)
@@ -299,13 +294,31 @@ def _fp32(x: torch.Tensor | None) -> torch.Tensor | None:
     return x.float() if x is not None and x.dtype in (torch.float16, torch.bfloat16) else x
 
 
-def _check_clip(clip_low: float, clip_high: float, clip_c: float) -> None:
-    if not (0.0 <= clip_low < 1.0):
-        raise ValueError(f"clip_low must be in [0, 1), got {clip_low!r}")
-    if not (0.0 <= clip_high < math.inf):
-        raise ValueError(f"clip_high must be a finite number >= 0, got {clip_high!r}")
-    if not (1.0 < clip_c):
-        raise ValueError(f"clip_c (dual-clip bound for A < 0) must be > 1 (inf disables it), got {clip_c!r}")
+#: what a Clip-Cov / KL-Cov token ratio may be
+_FRACTION = "in (0, 1] (0 < value <= 1: a fraction of the response tokens)"
+
+
+def check_clip(clip_low: float, clip_high: float, clip_c: float) -> None:
+    """The rules of the clip settings: ``0 <= clip_low < 1``, ``clip_high`` finite and >= 0, ``clip_c > 1`` (inf
+    disables the dual clip). Raises :class:`~erc_core.checks.ParamError` naming the first bad one."""
+    require(0.0 <= clip_low < 1.0, "clip_low", clip_low, "a number with 0 <= clip_low < 1")
+    require(0.0 <= clip_high < math.inf, "clip_high", clip_high, "a finite number >= 0")
+    require(1.0 < clip_c, "clip_c", clip_c, "a number > 1 (the dual-clip bound for A < 0; inf disables it)")
+
+
+def check_clip_cov(clip_cov_ratio: float, clip_cov_lb: float, clip_cov_ub: float) -> None:
+    """The rules of the "clip_cov" options: ``0 < clip_cov_ratio <= 1`` and ``clip_cov_lb < clip_cov_ub``.
+    Raises :class:`~erc_core.checks.ParamError` naming the first bad one."""
+    require(0 < clip_cov_ratio <= 1, "clip_cov_ratio", clip_cov_ratio, _FRACTION)
+    require(clip_cov_lb < clip_cov_ub, "clip_cov_ub", clip_cov_ub,
+            f"a number with clip_cov_ub > clip_cov_lb = {clip_cov_lb!r}")
+
+
+def check_kl_cov(kl_cov_ratio: float, ppo_kl_coef: float) -> None:
+    """The rules of the "kl_cov" options: ``0 < kl_cov_ratio <= 1`` and ``ppo_kl_coef`` finite and >= 0.
+    Raises :class:`~erc_core.checks.ParamError` naming the first bad one."""
+    require(0 < kl_cov_ratio <= 1, "kl_cov_ratio", kl_cov_ratio, _FRACTION)
+    require(math.isfinite(ppo_kl_coef) and ppo_kl_coef >= 0, "ppo_kl_coef", ppo_kl_coef, "a finite number >= 0")
 
 
 def _mode_options(fn: BaseLoss) -> set[str]:
@@ -358,7 +371,7 @@ def policy_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: 
         raise ValueError(f"mode must be one of {sorted(POLICY_LOSSES)}, got {mode!r}")
     if agg not in AGG_MODES:
         raise ValueError(f"agg must be one of {AGG_MODES}, got {agg!r}")
-    _check_clip(clip_low, clip_high, clip_c)
+    check_clip(clip_low, clip_high, clip_c)
     shape = log_prob.shape if isinstance(log_prob, torch.Tensor) else None
     _check_tensor("log_prob", log_prob, shape, validate)
     _check_tensor("old_log_prob", old_log_prob, shape, validate)

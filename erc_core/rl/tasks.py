@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..checks import require
+
 __all__ = ["Example", "ArithmeticTask", "CountdownTask", "make_task", "TASKS", "parse_int", "safe_eval",
-           "format_prompt"]
+           "format_prompt", "check_arith", "check_countdown"]
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,20 @@ class _Task:
         raise NotImplementedError
 
 
+def check_arith(max_operand: int, ops: str, names: tuple[str, str] = ("max_operand", "ops")) -> None:
+    """The rules of :class:`ArithmeticTask`'s sizes: ``max_operand >= 1``, ``ops`` a non-empty subset of ``"+-*"``.
+    Raises :class:`~erc_core.checks.ParamError` naming the first bad one as ``names`` call them."""
+    require(max_operand >= 1, names[0], max_operand, "an integer >= 1")
+    require(bool(ops) and not set(ops) - set("+-*"), names[1], ops, "a non-empty subset of '+-*'")
+
+
+def check_countdown(n_numbers: int, max_number: int, names: tuple[str, str] = ("n_numbers", "max_number")) -> None:
+    """The rules of :class:`CountdownTask`'s sizes: ``n_numbers`` in [2, 4], ``max_number >= 1``.
+    Raises :class:`~erc_core.checks.ParamError` naming the first bad one as ``names`` call them."""
+    require(2 <= n_numbers <= 4, names[0], n_numbers, "an integer in [2, 4]")
+    require(max_number >= 1, names[1], max_number, "an integer >= 1")
+
+
 class ArithmeticTask(_Task):
     """``a op b`` with integers in [0, max_operand] and op in ``ops`` (a subset of ``"+-*"``).
 
@@ -116,10 +132,7 @@ class ArithmeticTask(_Task):
     chars = "0123456789+-*="
 
     def __init__(self, max_operand: int = 99, ops: str = "+-", answer_prefix: bool = False, **kw):
-        if max_operand < 1:
-            raise ValueError(f"max_operand must be >= 1, got {max_operand}")
-        if not ops or set(ops) - set("+-*"):
-            raise ValueError(f"ops must be a non-empty subset of '+-*', got {ops!r}")
+        check_arith(max_operand, ops)
         self.max_operand, self.ops, self.answer_prefix = max_operand, ops, answer_prefix
         super().__init__(**kw)
 
@@ -175,10 +188,7 @@ class CountdownTask(_Task):
     chars = "0123456789+-*(),>:"
 
     def __init__(self, n_numbers: int = 3, max_number: int = 9, **kw):
-        if not 2 <= n_numbers <= 4:
-            raise ValueError(f"n_numbers must be in [2, 4], got {n_numbers}")
-        if max_number < 1:
-            raise ValueError(f"max_number must be >= 1, got {max_number}")
+        check_countdown(n_numbers, max_number)
         self.n_numbers, self.max_number = n_numbers, max_number
         super().__init__(**kw)
 
