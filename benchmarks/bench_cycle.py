@@ -35,21 +35,18 @@ import copy
 import datetime
 import dataclasses
 import gc
-import logging
 import os
 import platform
 import statistics
-import tempfile
 import time
-import warnings
 
 import torch
 
 import erc_core.rl.train as T
-from erc_core.rl.config import load_config, parse_set
+from erc_core.rl.config import load_config
 from erc_core.rl.models import num_params
 from erc_core.rl.tasks import format_prompt
-from trl_common import cpu_name, make_trl_trainer
+from trl_common import add_common_args, base_config, cpu_name, trl_classes, trl_trainers
 
 
 def forced_length_generation_config(tok, max_new_tokens: int, temperature: float, greedy: bool = False):
@@ -101,36 +98,20 @@ class PhaseClock:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="tiny", help="tiny (configs/base.yaml's tiny Llama) or smollm2")
-    ap.add_argument("--config", default="configs/base.yaml")
-    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="erc_core config overrides")
+    add_common_args(ap, repeats=10, warmup=2)
     ap.add_argument("--prompts", type=int, default=8, help="prompts per cycle")
     ap.add_argument("--group", type=int, default=8, help="completions per prompt")
     ap.add_argument("--tokens", type=int, default=8, help="completion length (forced on both sides)")
     ap.add_argument("--updates", type=int, default=4, help="optimizer updates per generation (whole batch)")
-    ap.add_argument("--repeats", type=int, default=10, help="timed rounds (each runs every variant once)")
-    ap.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
-    ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (0 = leave as is)")
-    ap.add_argument("--warm-start", type=int, default=100, help="supervised steps first (tiny model only)")
     args = ap.parse_args()
 
-    try:
-        from trl import GRPOConfig, GRPOTrainer
-
-        from erc_core.integrations.trl import ERCGRPOConfig, ERCGRPOTrainer
-    except ImportError as e:
-        raise SystemExit(f"needs TRL (the [trl] extra): {e}")
+    trl_classes()  # exits here without TRL
     import transformers
     import trl
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    overrides = dict(sft_coef=0.0, warmstart_steps=0, progress=False, model=args.model, num_threads=0,
-                     prompts_per_step=args.prompts, group_size=args.group, max_new_tokens=args.tokens,
-                     mini_batch_size=args.prompts * args.group, micro_batch_size=0, ppo_epochs=args.updates)
-    overrides.update(parse_set(args.set))
-    base = load_config(args.config, overrides)
-    if base.device != "cpu" or base.loss_mode != "dapo" or base.agg != "token-mean" or base.kl_coef:
-        raise SystemExit("this benchmark compares the CPU DAPO token-mean loss without KL")
+    base = base_config(args, model=args.model, num_threads=0, prompts_per_step=args.prompts, group_size=args.group,
+                       max_new_tokens=args.tokens, mini_batch_size=args.prompts * args.group, micro_batch_size=0,
+                       ppo_epochs=args.updates)
     cfgs = {"erc_core DAPO": load_config(base, {"erc": False}),
             "erc_core DAPO+ERC": load_config(base, {"erc": True})}
     T.generation_config = forced_length_generation_config  # erc_core.rl.train.generate looks it up at call time
@@ -147,23 +128,12 @@ def main() -> None:
     def reward(completions, prompts, **kw):
         return [float(task.reward(c, lookup[p])) for c, p in zip(completions, prompts)]
 
-    tmp = tempfile.mkdtemp(prefix="bench_cycle_")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        transformers.logging.set_verbosity_error()
-        logging.getLogger("trl").setLevel(logging.ERROR)
-        flat = [p for ps in prompts for p in ps]
-        # one generation reused for ppo_epochs updates on the whole batch, completions of exactly max_new_tokens
-        cycle = dict(per_device_train_batch_size=base.batch_size, steps_per_generation=1,
-                     num_iterations=base.ppo_epochs, shuffle_dataset=False, top_k=0, top_p=1.0,
-                     generation_kwargs={"min_new_tokens": base.max_new_tokens})
-        trainers = {
-            "TRL GRPO": make_trl_trainer(GRPOTrainer, GRPOConfig, copy.deepcopy(model), tok, flat, reward, base,
-                                         os.path.join(tmp, "grpo"), **cycle),
-            "TRL+ERC": make_trl_trainer(ERCGRPOTrainer, ERCGRPOConfig, copy.deepcopy(model), tok, flat, reward,
-                                        base, os.path.join(tmp, "erc"), erc_low=base.erc_low,
-                                        erc_high=base.erc_high, **cycle),
-        }
+    flat = [p for ps in prompts for p in ps]
+    # one generation reused for ppo_epochs updates on the whole batch, completions of exactly max_new_tokens
+    trainers = trl_trainers(model, tok, flat, reward, base, "bench_cycle_",
+                            per_device_train_batch_size=base.batch_size, steps_per_generation=1,
+                            num_iterations=base.ppo_epochs, shuffle_dataset=False, top_k=0, top_p=1.0,
+                            generation_kwargs={"min_new_tokens": base.max_new_tokens})
     if args.threads:
         torch.set_num_threads(args.threads)  # in case anything above changed it
     clocks = {name: PhaseClock(tr) for name, tr in trainers.items()}

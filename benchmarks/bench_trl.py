@@ -75,23 +75,20 @@ import argparse
 import copy
 import datetime
 import gc
-import logging
 import os
 import platform
 import statistics
-import tempfile
 import time
-import warnings
 
 import numpy as np
 import torch
 
 from erc_core.rl.models import num_params, warm_start
 from erc_core.rl.tasks import format_prompt
-from erc_core.rl.config import load_config, parse_set
+from erc_core.rl.config import load_config
 from erc_core.rl.train import (build_model, make_optimizer, make_task_from, old_pass,
                             partition, rollout, seed_everything, update)
-from trl_common import cpu_name, make_trl_trainer
+from trl_common import add_common_args, base_config, cpu_name, trl_classes, trl_trainers
 
 
 def trl_inputs(trainer, ro, n_prompt: int) -> dict:
@@ -123,34 +120,17 @@ def trl_inputs(trainer, ro, n_prompt: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default="configs/base.yaml")
-    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="erc_core config overrides")
-    ap.add_argument("--repeats", type=int, default=200, help="timed rounds (each times every variant once)")
-    ap.add_argument("--warmup", type=int, default=10, help="untimed rounds first")
-    ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (0 = leave as is)")
-    ap.add_argument("--warm-start", type=int, default=100, help="supervised steps before the rollout")
+    add_common_args(ap, repeats=200, warmup=10)
     ap.add_argument("--offpolicy-updates", type=int, default=3,
                     help="untimed erc_core DAPO updates on the batch before the timed one (0 = time on-policy)")
     ap.add_argument("--trl-optim", default="adamw_torch", help="TRL's optim (TRL's default: adamw_torch_fused)")
     args = ap.parse_args()
 
-    try:
-        from trl import GRPOConfig, GRPOTrainer
-
-        from erc_core.integrations.trl import ERCGRPOConfig, ERCGRPOTrainer
-    except ImportError as e:
-        raise SystemExit(f"needs TRL (the [trl] extra): {e}")
+    trl_classes()  # exits here without TRL
     import trl
     import transformers
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    overrides = dict(sft_coef=0.0, warmstart_steps=0, progress=False)
-    overrides.update(parse_set(args.set))
-    base = load_config(args.config, overrides)
-    if (base.device != "cpu" or base.loss_mode != "dapo" or base.agg != "token-mean" or base.kl_coef
-            or base.entropy_coef):
-        raise SystemExit("this benchmark compares the CPU DAPO token-mean loss without KL / entropy terms")
+    base = base_config(args)
     base = load_config(base, dict(prompts_per_step=base.mini_batch_size // base.group_size, ppo_epochs=1,
                                   micro_batch_size=0))
     cfgs = {"erc_core DAPO": load_config(base, {"erc": False}), "erc_core DAPO+ERC": load_config(base, {"erc": True})}
@@ -179,19 +159,8 @@ def main() -> None:
     def reward(completions, prompts, **kw):
         return [float(task.reward(c, exs[p])) if p in exs else 0.0 for c, p in zip(completions, prompts)]
 
-    tmp = tempfile.mkdtemp(prefix="bench_trl_")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        transformers.logging.set_verbosity_error()
-        logging.getLogger("trl").setLevel(logging.ERROR)
-        trl_update = dict(per_device_train_batch_size=base.mini_batch_size, num_iterations=2, optim=args.trl_optim)
-        trainers = {
-            "TRL GRPO": make_trl_trainer(GRPOTrainer, GRPOConfig, copy.deepcopy(model), tok, prompt_list, reward,
-                                         base, os.path.join(tmp, "grpo"), **trl_update),
-            "TRL+ERC": make_trl_trainer(ERCGRPOTrainer, ERCGRPOConfig, copy.deepcopy(model), tok, prompt_list, reward,
-                                        base, os.path.join(tmp, "erc"), erc_low=base.erc_low,
-                                        erc_high=base.erc_high, **trl_update),
-        }
+    trainers = trl_trainers(model, tok, prompt_list, reward, base, "bench_trl_",
+                            per_device_train_batch_size=base.mini_batch_size, num_iterations=2, optim=args.trl_optim)
     if args.threads:
         torch.set_num_threads(args.threads)  # in case anything above changed it
     for t in trainers.values():
