@@ -113,13 +113,25 @@ def test_phone_navigation_buttons_open_their_sidebars(served, toggle, sidebar):
         browser.close()
 
 
+_WIDE_TABLES = """[...document.querySelectorAll('.bd-article table, .cell_output table')]
+  .filter(t => t.getBoundingClientRect().right > window.innerWidth + 1).length"""
+
+
 def test_every_page_loads_without_console_errors_or_failed_requests(served, book_html):
+    """At 390 px every page loads with no console error or failed request, and no table is wider than the screen
+    (a wide one is shown as one card per row: book/_static/erc_book.js)."""
     pages = sorted(p.relative_to(book_html).as_posix() for p in book_html.rglob("*.html")
                    if not p.relative_to(book_html).parts[0].startswith("_"))
     assert "notebooks/03_erc_gate.html" in pages
     browser = _open(390)
+    bad, wide = {}, {}
     try:
-        bad = {page: found for page in pages if (found := browser.goto(f"{served}/{page}", settle=2.5))}
+        for page in pages:
+            if found := browser.goto(f"{served}/{page}", settle=2.5):
+                bad[page] = found
+            if n := browser.js(_WIDE_TABLES):
+                wide[page] = n
     finally:
         browser.close()
     assert not bad, bad
+    assert not wide, f"output tables wider than a 390 px screen: {wide}"

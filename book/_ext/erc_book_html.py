@@ -10,6 +10,8 @@
 3. While ``repository.placeholder`` is true in ``_config.yml`` (the repository named there does not exist yet), the
    pages show no repository, issue, edit or launch (Binder, Colab) buttons: they would lead readers to 404s or to
    whoever registers that name. Set it to false once the repository exists (README, "Publishing").
+4. Output tables wider than the page (on a phone) are shown as one card per row (``book/_static/erc_book.js`` and
+   ``.css``), instead of a strip that scrolls sideways.
 """
 
 from pathlib import Path
@@ -72,5 +74,7 @@ def _hide_repository_buttons(app, config):
 
 def setup(app):
     app.connect("config-inited", _hide_repository_buttons)
+    app.add_css_file("erc_book.css")
+    app.add_js_file("erc_book.js")
     app.connect("html-page-context", _fix_scripts, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

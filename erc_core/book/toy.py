@@ -201,6 +201,19 @@ class UpdateTrace:
         r = self.rho[:, self.response_mask]
         return Band.of(bounds, "bounds").gated(r).float().mean(-1)
 
+    def first(self, n_updates: int) -> "UpdateTrace":
+        """The trace of the first ``n_updates`` updates only (rows 0..n_updates), e.g. to replay the run.
+
+        Raises:
+            ValueError: unless ``0 <= n_updates <= K``.
+        """
+        k = len(self.stats)
+        if not 0 <= n_updates <= k:
+            raise ValueError(f"n_updates must be in [0, {k}] (the updates this trace holds), got {n_updates!r}")
+        rows = slice(0, n_updates + 1)
+        return UpdateTrace(self.probs[rows], self.ratio[rows], self.entropy[rows], self.rho[rows], self.sampled,
+                           self.response_mask, self.stats[:n_updates])
+
 
 def offpolicy_updates(batch: TokenBatch, n_updates: int, lr: float, *, mode: str = "dapo",
                       clip_low: float = 0.2, clip_high: float = 0.28, clip_c: float = 10.0,

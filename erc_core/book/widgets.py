@@ -3,22 +3,27 @@
 An embedded widget has no Python behind it: callbacks never run. So every state a slider can show is computed
 in advance and the slider only selects among them in the browser: a ``SelectionSlider`` whose ``index`` is
 linked (``jslink``, client side) to the ``selected_index`` of a ``Stack`` holding one precomputed ``HTML`` child
-per slider position.
+per slider position. A figure becomes such a child as a PNG inside an ``HTML`` widget
+(:func:`figure_slider`), so it needs no binary widget buffers either.
 """
 
 from __future__ import annotations
 
+import base64
 import html
-from typing import Sequence
+import io
+from typing import Any, Callable, Sequence
 
 import ipywidgets as w
 import torch
+from matplotlib.figure import Figure
 
 from erc_core.band import Band
 from erc_core.losses import entropy_ratio, erc_mask
 from erc_core.book.style import TINTS
 
-__all__ = ["gate_table_html", "erc_band_slider", "gradient_table_html", "gradient_gate_sliders"]
+__all__ = ["gate_table_html", "erc_band_slider", "gradient_table_html", "gradient_gate_sliders",
+           "figure_html", "figure_slider"]
 
 _CELL = "padding:1px 2px;text-align:center;font:10px monospace;border:1px solid #fff"
 _BG = {"kept": TINTS["kept"], "low": TINTS["fell"], "high": TINTS["rose"], "pad": TINTS["pad"]}
@@ -189,3 +194,68 @@ def gradient_gate_sliders(logp: torch.Tensor, old_logp: torch.Tensor, advantages
     for stack in inner:
         w.jslink((clip_slider, "index"), (stack, "selected_index"))
     return w.VBox([band_slider, clip_slider, outer])
+
+
+def figure_html(fig: Figure, dpi: float = 110, alt: str = "") -> str:
+    """``fig`` as an ``<img>`` tag holding its PNG (base64 data URI), scaled to the page width at most.
+
+    Args:
+        fig: a matplotlib figure (e.g. from :mod:`erc_core.book.plots`).
+        dpi: resolution of the PNG (lower than the book's static figures: a slider holds one per position).
+        alt: the image's alternative text.
+    """
+    if dpi <= 0:
+        raise ValueError(f"dpi must be > 0, got {dpi!r}")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return (f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}" '
+            f'style="max-width:100%;height:auto">')
+
+
+def figure_slider(draw: Callable[[Any], Figure], values: Sequence, description: str,
+                  labels: Sequence[str] | None = None, initial: int | None = None, dpi: float = 110) -> w.VBox:
+    """A slider over ``values`` showing the figure ``draw(value)`` drawn for each; works without a kernel.
+
+    Every figure is drawn now, as a PNG in an ``HTML`` child of a ``Stack``; the slider's ``index`` is linked
+    (``jslink``) to the stack's ``selected_index``, so the static HTML book switches figures in the browser.
+
+    Args:
+        draw: called once per value, returns a matplotlib ``Figure``.
+        values: the slider's positions, in order (at least one).
+        description: the slider's label, e.g. ``"eps_high"``.
+        labels: the text shown for each position (default: ``f"{value:g}"`` for numbers, else ``str``).
+        initial: index of the position shown first (default: the middle one).
+        dpi: resolution of each PNG.
+
+    Returns:
+        ``VBox([SelectionSlider, Stack])``, the Stack holding ``len(values)`` ``HTML`` children.
+
+    Raises:
+        ValueError: ``values`` empty or with repeated labels, ``labels`` of another length, ``initial`` out of
+            range; TypeError: ``draw`` did not return a ``Figure``.
+    """
+    values = list(values)
+    if not values:
+        raise ValueError("values must hold at least one slider position")
+    if labels is None:
+        labels = [f"{v:g}" if isinstance(v, (int, float)) else str(v) for v in values]
+    labels = [str(lab) for lab in labels]
+    if len(labels) != len(values):
+        raise ValueError(f"labels must have one entry per value ({len(values)}), got {len(labels)}")
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"labels must be distinct (the slider selects by label), got {labels}")
+    index = len(values) // 2 if initial is None else initial
+    if not 0 <= index < len(values):
+        raise ValueError(f"initial must index values (0..{len(values) - 1}), got {initial!r}")
+    pages = []
+    for v in values:
+        fig = draw(v)
+        if not isinstance(fig, Figure):
+            raise TypeError(f"draw({v!r}) must return a matplotlib Figure, got {type(fig).__name__}")
+        pages.append(w.HTML(figure_html(fig, dpi, alt=f"{description} = {v}")))
+    slider = w.SelectionSlider(options=labels, index=index, description=description, continuous_update=True,
+                               layout=w.Layout(width="420px"), style={"description_width": "initial"})
+    stack = w.Stack(pages, selected_index=index)
+    w.jslink((slider, "index"), (stack, "selected_index"))
+    return w.VBox([slider, stack])
