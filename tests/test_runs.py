@@ -54,6 +54,12 @@ def test_token_tables_written_with_ratio_load_with_rho(run_dir, tmp_path):
         shipped = study.load(DATA / "claims-2026-11-28" / name)[1]
         assert "rho" in shipped.columns and "ratio" not in shipped.columns and shipped["rho"].gt(0).all()
     assert "rho" in study.load(DATA / "smollm2-2026-11-30")[1].columns
+    mixed = study.load(DATA / "claims-v2" / "offpolicy")[1]   # runs written before and after the rename
+    assert "ratio" not in mixed.columns and mixed["rho"].gt(0).all()
+    both = pd.DataFrame({"rho": [1.0, None], "ratio": [None, 0.9]})
+    pd.testing.assert_series_equal(study._rho_named(both)["rho"], pd.Series([1.0, 0.9], name="rho"))
+    with pytest.raises(ValueError, match="ambiguous"):
+        study._rho_named(pd.DataFrame({"rho": [1.0], "ratio": [0.9]}))
 
 
 def test_missing_run_files_name_the_folder(tmp_path):

@@ -6,6 +6,7 @@
   palette and type scale
 - :mod:`erc_core.book.widgets`      sliders whose every position is precomputed (they work without a kernel)
 - :mod:`erc_core.book.runs`         reading training runs back, one replayed RL step, which tokens send gradient
+- :mod:`erc_core.book.pair`         two runs of one config and seed, ERC off and on, trained and compared
 - :mod:`erc_core.book.stats`, :mod:`erc_core.book.claims`  the statistics and verdict tables of the claims chapter
 
 It imports the core (:mod:`erc_core`) and the RL layer (:mod:`erc_core.rl`); nothing is imported here.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import platform
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from erc_core.band import Band
 from erc_core.rl.study import tokens_table
 
 __all__ = ["read_metrics", "read_tokens", "gate_summary", "compare_runs", "StepTrace", "replay_step", "gradient_flow",
-           "hardware"]
+           "hardware", "start_chapter"]
 
 
 def _run_file(run_dir: str | os.PathLike, name: str) -> Path:
@@ -167,6 +168,20 @@ def hardware() -> dict:
     return dict(torch=torch.__version__, device=device, cuda=torch.cuda.is_available(),
                 threads=torch.get_num_threads(), cpus=os.cpu_count(), python=platform.python_version(),
                 platform=platform.platform(terse=True))
+
+
+def start_chapter(seed: int, device: str, out_dir: str | os.PathLike | None, prefix: str) -> tuple[Path, dict]:
+    """What a training chapter does first: seed torch, pick the folder of its runs, print the seed and the machine.
+
+    Returns ``(out, hw)``: ``Path(out_dir)``, or a fresh temporary folder whose name starts with ``prefix`` when
+    ``out_dir`` is None; and :func:`hardware`'s dict.
+    """
+    torch.manual_seed(seed)
+    out = Path(out_dir or tempfile.mkdtemp(prefix=prefix))
+    hw = hardware()
+    print(f"seed {seed} | torch {hw['torch']} | device {device} ({hw['device']}) | "
+          f"{hw['threads']} threads on {hw['cpus']} CPUs | Python {hw['python']}")
+    return out, hw
 
 
 def gradient_flow(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, response_mask: torch.Tensor,
