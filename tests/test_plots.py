@@ -215,6 +215,7 @@ def _every_figure() -> dict[str, Figure]:
     b2 = toy.token_batch(2, 6, 5, drift_scale=0.0, generator=torch.Generator().manual_seed(1))
     ppo, erc = toy.offpolicy_updates(b2, 6, 0.1), toy.offpolicy_updates(b2, 6, 0.1, erc_bounds=(0.95, 1.05))
     figs["offpolicy_drift"] = plots.fig_offpolicy_drift(ppo, erc)
+    figs["offpolicy_drift_upto"] = plots.fig_offpolicy_drift_upto(ppo, erc, 3)
     figs["position_drift"] = plots.fig_position_drift(ppo.probs[0, 0, 0], ppo.probs[-1, 0, 0], erc.probs[-1, 0, 0],
                                                       int(b2.tokens[0, 0]), 1.1, 1.0)
     s = toy.binary_reward_groups(8)

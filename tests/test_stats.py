@@ -126,7 +126,7 @@ def test_claim_tests_on_the_shipped_data(shipped, family_table):
     t = family_table
     ran = sum({a, b} <= set(shipped["offpolicy"][0]["variant"]) for a, b in claims.STRESS.values())
     assert (t["family_size"] == len(t)).all()
-    assert (t.claim != "stress").sum() == 16 and (t.claim == "stress").sum() == ran
+    assert t.claim.isin(["1", "1b", "2", "3", "4", "DPPO"]).sum() == 16 and (t.claim == "stress").sum() == ran
     assert set(t["source"]) <= set(claims.SOURCES) and set(t["verdict"]) <= set(stats.VERDICTS)
     assert (t.loc[t.claim.isin(["1", "1b", "2", "3", "4", "DPPO"]), "n"] == 10).all()
     assert (t.loc[t.claim == "stress", "n"] == 5).all()
@@ -273,3 +273,35 @@ def test_v2_grids_load_and_every_run_config_is_valid(grid):
     assert g.seeds == (10 if grid.name == "claims_v2.yaml" else 5)
     if grid.name == "claims_v2.yaml":
         assert {v.name for v in g.variants} == {"dapo", "dapo_erc", "gppo", "gppo_erc", "dppo"}
+
+
+def test_others_grid_adds_paired_tests_and_a_table(shipped):
+    """An others grid (here: copies of DAPO's seeds 0-4, one shifted by +0.05 accuracy) adds one paired test per
+    control / band to the same Holm family, and others_table reports each beside its reference."""
+    core = shipped["core"][0]
+    dapo = core[(core.variant == "dapo") & (core.seed < 5) & (core.step <= 400)]   # a 400-step others grid
+    shifted = dapo.assign(variant="clip_cov", eval_acc=dapo["eval_acc"] + 0.05)
+    data = {**shipped, "others": (pd.concat([dapo.assign(variant="dapo_penalty"), shifted,
+                                             dapo.assign(variant="erc_0.90_1.10")]), None)}
+    t = claims.claim_tests(data)
+    base = claims.claim_tests({k: v for k, v in shipped.items() if k != "others"})
+    assert len(t) == len(base) + 3 and (t["family_size"] == len(t)).all()
+    row = t.set_index("name").loc["accuracy: clip_cov - dapo"]
+    assert row["n"] == 5 and row["mean"] == pytest.approx(0.05) and row["verdict"] == "resolved: +"
+    assert t.set_index("name").loc["accuracy: dapo_penalty - dapo", "verdict"] == "not resolved"
+    table = claims.claims_table(data, t).set_index("claim")
+    verdict = table.loc["Other entropy controls vs DAPO (accuracy)", "verdict"]
+    assert verdict == "clip_cov - dapo higher; dapo_penalty - dapo: equal in every seed"
+    band = table.loc["The ERC band's width (accuracy vs DAPO)", "verdict"]
+    assert band == "erc_0.90_1.10 - dapo: equal in every seed"
+    unresolved = pd.DataFrame(dict(name=["x: a - b", "x: c - b"], low=[-0.1, -0.2], high=[0.1, 0.05],
+                                   verdict=["not resolved"] * 2))
+    assert claims._family_verdict(unresolved) == "all 2 not resolved"
+    others = claims.others_table(data, t)
+    assert list(others.index) == ["dapo", "dapo_penalty", "clip_cov", "erc_0.90_1.10", "dapo_erc"]
+    assert (others["seeds"] == 5).all() and others.loc["clip_cov", "difference (Holm)"].endswith("(resolved: +)")
+    # the core-grid rows are taken up to the others grid's last step: DAPO's row equals its copy's
+    assert others.loc["dapo", "final accuracy"] == others.loc["dapo_penalty", "final accuracy"]
+    assert others.loc["dapo_erc", "difference (Holm)"] == ""
+    with pytest.raises(ValueError, match="no others grid"):
+        claims.others_table({k: v for k, v in shipped.items() if k != "others"}, base)

@@ -1,10 +1,11 @@
 """The claims chapter's analysis, computed from the shipped tables of the v2 claims study (no kernel, seconds).
 
-    data = load_claims_data("data/claims-v2")      # {"core": (metrics, tokens), "offpolicy": (metrics, tokens)}
+    data = load_claims_data("data/claims-v2")      # {"core": ..., "offpolicy": ..., "others": ...}: (metrics, tokens)
     tests = claim_tests(data)                      # every statistical test: one family, Holm-corrected
     table = claims_table(data, tests)              # claim, source, what we measured, verdict
     health = health_table(data["core"][0])         # the pre-registered harness criteria, run by run
     stress = stress_table(data["offpolicy"][0])    # the pre-registered collapse definition, run by run
+    others = others_table(data, tests)             # the other entropy controls and the ERC band sweep
 
 Each claim carries its **source**: ``"paper abstract"`` (the ERC paper's abstract says it), ``"secondary
 summary"`` (a summary of the paper says it; we did not find it in the paper), ``"mechanism"`` (it follows from the
@@ -25,32 +26,62 @@ import pandas as pd
 from erc_core.rl import study
 from .stats import binomial_ci, family, one_sample_test, paired_test, transformed_ci
 
-__all__ = ["SOURCES", "GRIDS", "PAIRS", "STRESS", "load_claims_data", "run_flags", "health_table", "stress_table",
-           "claim_tests", "claims_table", "collapse_flags", "health_flags"]
+__all__ = ["SOURCES", "GRIDS", "PAIRS", "STRESS", "CONTROLS", "BANDS", "load_claims_data", "run_flags", "health_table",
+           "stress_table", "others_table", "claim_tests", "claims_table", "collapse_flags", "health_flags"]
 
 SOURCES = ("paper abstract", "secondary summary", "mechanism", "none")
-GRIDS = ("core", "offpolicy")
+GRIDS = ("core", "offpolicy")                                              # required grid folders
+OPTIONAL_GRIDS = ("others",)                                               # analysed where shipped
 PAIRS = (("dapo", "dapo_erc"), ("gppo", "gppo_erc"))                      # (base, base + ERC), paired by seed
-STRESS = {"u=4": ("dapo_u4", "dapo_erc_u4"), "u=16": ("dapo_u16", "dapo_erc_u16"),   # off-policy stress test
+STRESS = {"u=4": ("dapo_u4", "dapo_erc_u4"), "u=8": ("dapo_u8", "dapo_erc_u8"),      # off-policy stress test
+          "u=16": ("dapo_u16", "dapo_erc_u16"),
           "u=4, lr 5e-4": ("dapo_u4_lr5e-4", "dapo_erc_u4_lr5e-4"),
           "u=16, lr 5e-4": ("dapo_u16_lr5e-4", "dapo_erc_u16_lr5e-4")}
 ONPOLICY = ("dapo_u1", "dapo_erc_u1")                                       # one update per rollout
 ONPOLICY_METRICS = ["reward_mean", "eval_acc", "entropy_mean", "grad_norm", "loss", "ppo_kl", "entropy_ratio_mean"]
 LAST_EVALS = 3   # final accuracy: the mean of the last 3 greedy evaluations of a run
+#: The other entropy controls of ``grids/claims_v2_others.yaml`` (5 seeds): variant -> (the core-grid variant it
+#: is compared with, paired by seed, and its label). Each comparison is one test of the family.
+CONTROLS = {
+    "dapo_penalty": ("dapo", "batch-mean ratio penalty (chapter 3)"),
+    "dapo_ent_bonus": ("dapo", "entropy bonus"),
+    "dapo_kl": ("dapo", "KL penalty"),
+    "clip_cov": ("dapo", "Clip-Cov"),
+    "kl_cov": ("dapo", "KL-Cov"),
+    "dppo_kl": ("dapo", "DPPO-KL"),
+    "dppo_erc": ("dppo", "DPPO-TV + ERC"),
+    "dapo_onpolicy": ("dapo", "DAPO, 1 update per rollout"),
+}
+#: DAPO + ERC with other bands (same grid) -> (low, high); each is compared with DAPO. ``"dapo_erc"`` (core grid)
+#: is the paper's band.
+BANDS = {"erc_0.80_1.20": (0.80, 1.20), "erc_0.90_1.10": (0.90, 1.10), "dapo_erc": (0.95, 1.05),
+         "erc_0.98_1.02": (0.98, 1.02)}
 
 
 def load_claims_data(data_dir: str | os.PathLike) -> dict[str, tuple[pd.DataFrame, pd.DataFrame | None]]:
     """``{grid: (metrics table, token table)}`` for the grids of a v2 claims study folder (``--export`` output of
-    ``grids/claims_v2.yaml`` in ``core/`` and of ``grids/claims_v2_offpolicy.yaml`` in ``offpolicy/``)."""
+    ``grids/claims_v2.yaml`` in ``core/``, of ``grids/claims_v2_offpolicy.yaml`` in ``offpolicy/`` and, where
+    present, of ``grids/claims_v2_others.yaml`` in ``others/``)."""
     d = Path(data_dir)
     missing = [g for g in GRIDS if not (d / g).is_dir()]
     if missing:
         raise FileNotFoundError(f"{d} lacks the grid folders {missing} (expected {list(GRIDS)})")
-    return {g: study.load(d / g) for g in GRIDS}
+    return {g: study.load(d / g) for g in GRIDS + OPTIONAL_GRIDS if g in GRIDS or (d / g).is_dir()}
+
+
+def _others(data: dict) -> pd.DataFrame:
+    """The others grid's metrics table (empty where it was not shipped)."""
+    return data["others"][0] if "others" in data else data["core"][0].iloc[:0]
+
+
+def _until(core: pd.DataFrame, others: pd.DataFrame) -> pd.DataFrame:
+    """The core grid's rows up to the others grid's last step: a run of the others grid's base is, step for step,
+    the core run of the same variant and seed (``grids/claims_v2_others.yaml``), so comparisons pair equal lengths."""
+    return core[core.step <= int(others["step"].max())]
 
 
 def final_accuracy(table: pd.DataFrame) -> pd.DataFrame:
-    """One number per run: the mean of its last :data:`LAST_EVALS` greedy evaluations (a :func:`study.per_run`
+    """One number per run: the mean of its last ``LAST_EVALS`` (3) greedy evaluations (a :func:`study.per_run`
     table)."""
     return study.per_run(table, "eval_acc", "last", LAST_EVALS)
 
@@ -142,6 +173,16 @@ def claim_tests(data: str | os.PathLike | dict) -> pd.DataFrame:
         if not {a, b} <= set(acc_off["variant"]):
             continue
         rows.append(_test("stress", "none", f"{label}: accuracy {b} - {a}", paired_test(acc_off, a, b)))
+    others = _others(data)
+    if not others.empty:   # the other controls and the band sweep (5 seeds), paired with the core grid's seeds
+        acc_all = final_accuracy(pd.concat([_until(core, others), others], ignore_index=True))
+        ran = set(others["variant"])
+        for v, (ref, _) in CONTROLS.items():
+            if v in ran:
+                rows.append(_test("controls", "none", f"accuracy: {v} - {ref}", paired_test(acc_all, ref, v)))
+        for v in BANDS:
+            if v in ran:
+                rows.append(_test("band", "none", f"accuracy: {v} - dapo", paired_test(acc_all, "dapo", v)))
     return family(rows)
 
 
@@ -168,6 +209,59 @@ def claim_verdict(verdicts: list[str], names: list[str], expected: str) -> str:
     parts = ([f"opposite: {', '.join(opposite)}"] if opposite else []) + \
             ([f"not resolved: {', '.join(unresolved)}"] if unresolved else [])
     return "not reproduced (" + "; ".join(parts) + ")"
+
+
+def _family_verdict(part: pd.DataFrame) -> str:
+    """A row of the verdict table for a group of comparisons no claim predicts: the resolved ones by name and
+    direction, those equal to their reference in every seed (a difference of exactly 0), then
+    how many the seeds could not resolve."""
+    if part.empty:
+        return "not run"
+    same = (part["low"] == 0) & (part["high"] == 0)
+    res = [f"{_short(r.name)} {'higher' if r.verdict == 'resolved: +' else 'lower'}" for r in part.itertuples()
+           if r.verdict.startswith("resolved")]
+    res += [f"{_short(n)}: equal in every seed" for n in part.loc[same, "name"]]
+    k = int(((part.verdict == "not resolved") & ~same).sum())
+    if k == len(part):
+        return "not resolved" if k == 1 else f"all {k} not resolved"
+    return "; ".join(res + ([f"{k} of {len(part)} not resolved"] if k else []))
+
+
+def others_table(data: str | os.PathLike | dict, tests: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The other entropy controls and the ERC band sweep, one row per variant of the others grid, after DAPO (their
+    reference) and DAPO + ERC with the paper's band from the core grid (the same seeds, up to the same step): seeds,
+    the share of tokens gated by ERC and clipped (or masked) by the base loss (intervals inside [0, 1]), the final
+    accuracy (95% t-interval), and the paired accuracy difference with the variant's reference (:data:`CONTROLS`,
+    :data:`BANDS`) with its Holm verdict from ``tests`` (none for the two core-grid rows: claim 4 compares those)."""
+    data = load_claims_data(data) if not isinstance(data, dict) else data
+    tests = claim_tests(data) if tests is None else tests
+    core, others = data["core"][0], _others(data)
+    if others.empty:
+        raise ValueError("the data hold no others grid (data/claims-v2/others)")
+    seeds = sorted(set(others["seed"]))
+    core = _until(core, others)
+    table = pd.concat([others, core[core.variant.isin(["dapo", "dapo_erc"]) & core.seed.isin(seeds)]],
+                      ignore_index=True)
+    by_name = tests.set_index("name")
+    rows = {}
+    for v in [v for v in ["dapo", *CONTROLS, *BANDS] if v in set(table["variant"])]:
+        t = table[table.variant == v]
+        ref = CONTROLS[v][0] if v in CONTROLS else "" if v in ("dapo", "dapo_erc") else "dapo"
+        share = {m: study.per_run(t, m, "mean")["value"] for m in ("erc_clipfrac", "ppo_clipfrac")}
+        fa = final_accuracy(t)["value"]
+        test = by_name.loc[f"accuracy: {v} - {ref}"] if f"accuracy: {v} - {ref}" in by_name.index else None
+        what = (CONTROLS[v][1] if v in CONTROLS else "DAPO (the reference)" if v == "dapo"
+                else f"ERC band ({BANDS[v][0]:.2f}, {BANDS[v][1]:.2f})" + (", the paper's" if v == "dapo_erc" else ""))
+        rows[v] = {"what": what,
+                   "seeds": t["seed"].nunique(),
+                   "gated by ERC": (study.format_ci(*transformed_ci(share["erc_clipfrac"], 0.0, 1.0))
+                                    if share["erc_clipfrac"].max() > 0 else "0"),
+                   "clipped / masked": study.format_ci(*transformed_ci(share["ppo_clipfrac"], 0.0, 1.0), 4),
+                   "final accuracy": study.format_ci(*study.ci95(fa)),
+                   "vs": ref,
+                   "difference (Holm)": "" if test is None else
+                   f"{study.format_ci(test['mean'], test['low'], test['high'], sign=True)} ({test['verdict']})"}
+    return pd.DataFrame(rows).T
 
 
 def _stress_verdict(k_base: int, k_erc: int) -> str:
@@ -238,6 +332,12 @@ def claims_table(data: str | os.PathLike | dict, tests: pd.DataFrame | None = No
              verdict=_stress_verdict(k_base, k_erc) + "; accuracy " +
                      "; ".join(f"{n.split(':')[0]}: {v}" for n, v in zip(part("stress").name, part("stress").verdict))),
     ]
+    if not part("controls").empty:
+        rows.append(dict(claim="Other entropy controls vs DAPO (accuracy)", source="none",
+                         measured=_measured(part("controls")), verdict=_family_verdict(part("controls"))))
+    if not part("band").empty:
+        rows.append(dict(claim="The ERC band's width (accuracy vs DAPO)", source="none",
+                         measured=_measured(part("band")), verdict=_family_verdict(part("band"))))
     return pd.DataFrame(rows)
 
 

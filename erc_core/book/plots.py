@@ -24,9 +24,9 @@ from erc_core.band import Band
 from .style import DPI, FIG_WIDTH, PALETTE, SEQUENCE, SERIES, TINTS, ratio_axis, styled
 
 __all__ = ["COLORS", "fig_temperature", "fig_ppo_blind_spot", "fig_erc_gate", "fig_offpolicy_drift",
-           "fig_position_drift", "fig_group_advantages", "fig_clip_higher", "fig_agg_weights",
-           "fig_dynamic_sampling", "fig_overlong", "fig_rho_tokens", "fig_offpolicy_updates", "fig_gate_plane",
-           "fig_run_curves", "fig_gated_entropy", "fig_hero", "HERO_WIDTH"]
+           "fig_offpolicy_drift_upto", "fig_position_drift", "fig_group_advantages", "fig_clip_higher",
+           "fig_agg_weights", "fig_dynamic_sampling", "fig_overlong", "fig_rho_tokens", "fig_offpolicy_updates",
+           "fig_gate_plane", "fig_run_curves", "fig_gated_entropy", "fig_hero", "HERO_WIDTH"]
 
 #: Older names of :data:`erc_core.book.style.PALETTE` colours (kept for callers such as ``plots_llm``).
 COLORS = {"old": PALETTE["old"], "collapse": PALETTE["fell"], "explode": PALETTE["rose"], "kept": PALETTE["kept"],
@@ -241,6 +241,31 @@ def fig_offpolicy_drift(ppo, erc, clip: tuple[float, float] = (0.2, 0.28),
 
 
 @styled
+def fig_offpolicy_drift_upto(ppo, erc, n_shown: int, clip: tuple[float, float] = (0.2, 0.28),
+                             erc_bounds: tuple[float, float] = (0.95, 1.05)) -> Figure:
+    """:func:`fig_offpolicy_drift` after only the first ``n_shown`` of the K updates, on the full run's axes.
+
+    Every panel keeps the x and y limits of the figure of all K updates, so figures for growing ``n_shown``
+    (the frames of a slider) show the same curves growing rather than rescaled.
+
+    Args:
+        ppo, erc: :class:`erc_core.book.toy.UpdateTrace` of K updates each, without and with the ERC gate.
+        n_shown: how many updates to draw, in [1, K] (a ``ValueError`` names it otherwise).
+        clip, erc_bounds: as in :func:`fig_offpolicy_drift`.
+    """
+    k = len(ppo.stats)
+    if not 1 <= n_shown <= k:
+        raise ValueError(f"n_shown must be in [1, {k}] (the updates of the traces), got {n_shown!r}")
+    full = fig_offpolicy_drift(ppo, erc, clip=clip, erc_bounds=erc_bounds)
+    fig = fig_offpolicy_drift(ppo.first(n_shown), erc.first(n_shown), clip=clip, erc_bounds=erc_bounds)
+    for ax, ref in zip(fig.axes, full.axes):
+        ax.set_xlim(ref.get_xlim())
+        ax.set_ylim(ref.get_ylim())
+    fig.suptitle(f"after {n_shown} of {k} off-policy updates", fontsize="medium")
+    return fig
+
+
+@styled
 def fig_position_drift(probs_old: torch.Tensor, probs_ppo: torch.Tensor, probs_erc: torch.Tensor, token: int,
                        rho_ppo: float, rho_erc: float, max_tokens: int = 16) -> Figure:
     """One position's distribution before the updates and after them, with PPO-clip alone and with ERC.
@@ -295,7 +320,7 @@ def fig_group_advantages(scores: torch.Tensor, adv_std: torch.Tensor, adv_mean: 
 
 @styled
 def fig_clip_higher(ratios: torch.Tensor, curves: dict, clip_c: float, bands: dict, pos_max: float = 2.0,
-                    grad_panel: bool = True) -> Figure:
+                    grad_panel: bool = True, grad_wrt: str = "logp") -> Figure:
     """Per-token loss (top) and its gradient with respect to the token's log-probability (bottom) against the
     ratio r, for A > 0 (left, linear) and A < 0 (right, log); the loss is dotted where its gradient is 0.
 
@@ -313,7 +338,11 @@ def fig_clip_higher(ratios: torch.Tensor, curves: dict, clip_c: float, bands: di
         bands: ``{name: (1 - clip_low, 1 + clip_high)}``, the clip band of each setting.
         pos_max: the A > 0 panels show ratios up to this value.
         grad_panel: draw the bottom row (d loss / d log pi).
+        grad_wrt: what the bottom row differentiates by: ``"logp"`` (d loss / d log pi) or ``"ratio"``
+            (d loss / d r); both are zero exactly where the clip stops the gradient.
     """
+    if grad_wrt not in ("logp", "ratio"):
+        raise ValueError(f"grad_wrt must be 'logp' or 'ratio', got {grad_wrt!r}")
     r = _np(ratios)
     fig = _figure(6.0 if grad_panel else 3.4)
     axes = np.atleast_2d(fig.subplots(2 if grad_panel else 1, 2, sharex="col"))
@@ -331,7 +360,7 @@ def fig_clip_higher(ratios: torch.Tensor, curves: dict, clip_c: float, bands: di
             ax.plot(x, np.where(flows, loss, np.nan), color=c, **style, label=name)
             ax.plot(x, np.where(flows, np.nan, loss), color=c, **{**style, "ls": ":"})
             if grad_panel:
-                axes[1, col].plot(x, dlogp, color=c, **style)
+                axes[1, col].plot(x, dlogp if grad_wrt == "logp" else grad, color=c, **style)
             for ax in axes[:, col]:
                 for edge in bands[name]:
                     ax.axvline(edge, color=c, lw=0.9, ls="--")
@@ -344,7 +373,8 @@ def fig_clip_higher(ratios: torch.Tensor, curves: dict, clip_c: float, bands: di
                          title=f"A = {sign:+d}" + ("" if sign > 0 else f" (dual clip c = {clip_c:g})"))
         if grad_panel:
             axes[1, col].axhline(0.0, color=PALETTE["old"], lw=0.6)
-            axes[1, col].set(ylabel="d loss / d log pi", title=f"gradient, A = {sign:+d}")
+            wrt = "log pi" if grad_wrt == "logp" else "r"
+            axes[1, col].set(ylabel=f"d loss / d {wrt}", title=f"gradient, A = {sign:+d}")
         axes[-1, col].set_xlabel("ratio r" if sign > 0 else "ratio r (log scale)")
         if sign < 0:
             ratio_axis(axes[0, col], "x")

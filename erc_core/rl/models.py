@@ -13,6 +13,7 @@ batches give the same logits per row as unpadded ones and as ``generate`` (which
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import os
 import shutil
@@ -25,9 +26,9 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import (AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LlamaConfig, PreTrainedTokenizerFast,
                           Qwen2Config)
 
-__all__ = ["char_tokenizer", "tiny_model", "load_pretrained", "smollm2_gguf", "load_smollm2", "cache_dir",
-           "forward_logits", "encode_prompts", "warm_start", "num_params", "NEUTRAL_SAMPLING", "NEUTRAL_PROCESSING",
-           "neutralize_generation_config"]
+__all__ = ["char_tokenizer", "tiny_model", "load_pretrained", "smollm2_gguf", "smollm2_folder", "load_smollm2",
+           "cache_dir", "forward_logits", "encode_prompts", "warm_start", "num_params", "NEUTRAL_SAMPLING",
+           "NEUTRAL_PROCESSING", "neutralize_generation_config"]
 
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
 
@@ -123,28 +124,42 @@ def smollm2_gguf() -> Path:
     return files[0]
 
 
-def load_smollm2(dtype: torch.dtype = torch.float32, cache: Path | None = None):
-    """SmolLM2-135M-Instruct as (model, tokenizer). The first call dequantises the GGUF (Q4_1, ~15 s) and saves
-    safetensors under ``cache_dir()/SmolLM2-135M-Instruct`` (tmp dir + os.replace); later calls load those."""
+def smollm2_folder(cache: Path | None = None) -> Path:
+    """SmolLM2-135M-Instruct as a local Hugging Face folder (safetensors + tokenizer), ``cache_dir()`` by default.
+    The first call dequantises the GGUF (Q4_1, ~15 s) into a tmp dir and moves it in place (os.replace); an
+    exclusive file lock beside it makes concurrent processes (test workers, notebooks) convert it once."""
     target = Path(cache or cache_dir()) / "SmolLM2-135M-Instruct"
-    if not (target / "config.json").exists():
-        gguf = smollm2_gguf()
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        # the weights are dequantised fp32 tensors now; drop the GGUF marker that blocks save_pretrained
-        model.hf_quantizer = None
-        model.is_quantized = False
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        try:
-            os.replace(tmp, target)
-        except OSError:  # another process converted it first
-            shutil.rmtree(tmp, ignore_errors=True)
-    return load_pretrained(str(target), dtype=dtype)
+    if (target / "config.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_name(f"{target.name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not (target / "config.json").exists():  # another process may have converted it while we waited
+            _convert_smollm2(target)
+    return target
+
+
+def _convert_smollm2(target: Path) -> None:
+    """Dequantise the GGUF and save it as an fp32 HF folder at ``target`` (tmp dir + os.replace)."""
+    gguf = smollm2_gguf()
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    # the weights are dequantised fp32 tensors now; drop the GGUF marker that blocks save_pretrained
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    shutil.rmtree(target, ignore_errors=True)  # a folder left without config.json by an interrupted copy
+    os.replace(tmp, target)
+
+
+def load_smollm2(dtype: torch.dtype = torch.float32, cache: Path | None = None):
+    """SmolLM2-135M-Instruct as (model, tokenizer), from :func:`smollm2_folder` (converted on the first call)."""
+    return load_pretrained(str(smollm2_folder(cache)), dtype=dtype)
 
 
 def load_pretrained(name: str, dtype: torch.dtype = torch.float32):

@@ -256,10 +256,17 @@ def tokens_table(path: str | os.PathLike) -> pd.DataFrame:
 
 def _rho_named(tokens: pd.DataFrame) -> pd.DataFrame:
     """The entropy-ratio column named ``rho``: token tables written before 2026-12 (the shipped data of
-    ``data/claims-2026-11-28``, ``data/smollm2-2026-11-30``, ``data/claims-v2``) call it ``ratio``."""
-    if "ratio" in tokens.columns and "rho" not in tokens.columns:
+    ``data/claims-2026-11-28``, ``data/smollm2-2026-11-30``, ``data/claims-v2``) call it ``ratio``; a table that
+    joins runs of both ages (``data/claims-v2/offpolicy``) has both columns, each empty where the other is set."""
+    if "ratio" not in tokens.columns:
+        return tokens
+    if "rho" not in tokens.columns:
         return tokens.rename(columns={"ratio": "rho"})
-    return tokens
+    both = tokens["rho"].notna() & tokens["ratio"].notna()
+    if both.any():
+        raise ValueError(f"token table has both 'rho' and 'ratio' set in {int(both.sum())} rows: which is the "
+                         "entropy ratio is ambiguous")
+    return tokens.assign(rho=tokens["rho"].fillna(tokens["ratio"])).drop(columns="ratio")
 
 
 def collect_tokens(out_dir: str | os.PathLike) -> pd.DataFrame:
