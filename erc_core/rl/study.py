@@ -115,23 +115,45 @@ def _resolved(config: str, overrides: dict) -> str:
 
 def _die_with_parent(parent: int) -> None:
     """Pool-worker initializer: a worker must not outlive the study runner (an orphan would finish its run and
-    hang, and be a second writer for an immediate rerun). On Linux the kernel SIGKILLs the worker when the runner
-    dies (``prctl(PR_SET_PDEATHSIG)``); everywhere a daemon thread checks every second that the parent is alive."""
+    hang, and be a second writer for an immediate rerun). Workers are forked by the forkserver (see
+    :func:`_pool_context`), which exits when the runner dies; on Linux the kernel then SIGKILLs the worker
+    (``prctl(PR_SET_PDEATHSIG)``); everywhere a daemon thread checks every second that the runner is alive."""
     if sys.platform.startswith("linux"):
         try:
             ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
         except (OSError, AttributeError):  # pragma: no cover - no libc prctl: the thread below still watches
             pass
-    if os.getppid() != parent:  # the runner died before prctl took effect
+    if not _alive(parent) or os.getppid() == 1:  # the runner (or the forkserver) died before prctl took effect
         os._exit(1)
 
     def watch() -> None:
         while True:
             time.sleep(1.0)
-            if os.getppid() != parent:
+            if not _alive(parent) or os.getppid() == 1:
                 os._exit(1)
 
     threading.Thread(target=watch, name="erc-study-parent-watch", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    """True while process ``pid`` exists (signal 0 checks without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - exists, owned by someone else
+        return True
+    return True
+
+
+def _pool_context():
+    """The pool's start method: a forkserver that imports the trainer once (about 7 s of torch + transformers
+    imports) and forks every worker from it, so a worker starts in milliseconds instead of re-importing them.
+    The server starts with the first grid of a process and imports erc_core from disk then: a kernel that edits
+    erc_core between two grids must restart to run the new code."""
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload([f"{__package__}.train"])
+    return ctx
 
 
 def _run_one(config: str, out_dir: str, overrides: dict, threads: int) -> tuple[str, float]:
@@ -204,7 +226,7 @@ def run_grid(grid: Grid, out_dir: str | os.PathLike, seeds: int | None = None, w
     log(f"[study] {len(rows)} runs, {len(jobs)} to run, {workers} worker(s) x {threads_per_run} thread(s)")
     wall = {}
     if jobs:
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=mp.get_context("spawn"),
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=_pool_context(),
                                  initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
             futures = [pool.submit(_run_one, *job) for job in jobs]
             for i, fut in enumerate(as_completed(futures), 1):
