@@ -309,8 +309,9 @@ def test_one_trainer_per_folder_and_no_silent_wipe(tmp_path, capsys):
     assert [r["step"] for r in recs] == [0, 1] and yaml.safe_load((run / "config.yaml").read_text())["seed"] == 3
 
 
-def test_second_trainer_process_fails_at_once(tmp_path):
-    """A real second process on the same folder: it exits 2 naming the lock while the first one runs."""
+def test_second_trainer_process_fails_at_once(tmp_path, capsys):
+    """A real trainer process runs on the folder; a second trainer (the CLI's ``main``, in this process) on the
+    same folder exits 2 at once naming the lock, and the first keeps running."""
     import subprocess
     import sys
 
@@ -318,15 +319,17 @@ def test_second_trainer_process_fails_at_once(tmp_path):
     preset.write_text(yaml.safe_dump(dict(FAST, steps=100000, eval_every=100000, save_every=0,
                                           log_tokens_every=0)))
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "erc_core.rl.train", "--config", str(preset), "--out", str(tmp_path / "run")]
-    first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = ["--config", str(preset), "--out", str(tmp_path / "run")]
+    first = subprocess.Popen([sys.executable, "-m", "erc_core.rl.train", *args], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 300
         while not (tmp_path / "run/metrics.jsonl").exists():
             assert first.poll() is None and time.time() < deadline
             time.sleep(0.2)
-        second = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
-        assert second.returncode == 2 and "in use" in second.stderr, second.stderr
+        assert main([*args, "--resume"]) == 2
+        err = capsys.readouterr().err
+        assert "in use" in err and "train.lock" in err, err
         assert first.poll() is None
     finally:
         first.kill()
@@ -478,18 +481,26 @@ def test_step_record_means_are_over_the_tokens_they_claim(tmp_path, monkeypatch)
     assert checked >= 2
 
 
-def test_progress_bar_only_on_a_terminal(tmp_path):
+def test_progress_bar_only_on_a_terminal(tmp_path, monkeypatch):
     """progress=True draws a bar on a terminal only: a log file (non-tty stderr) gets none of its refreshes."""
-    import subprocess
+    import io
     import sys
 
-    preset = tmp_path / "c.yaml"
-    preset.write_text(yaml.safe_dump(dict(FAST, steps=3, progress=True)))
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-m", "erc_core.rl.train", "--config", str(preset), "--out",
-                           str(tmp_path / "run")], env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "it/s" not in proc.stderr and "s/it" not in proc.stderr and "%|" not in proc.stderr, proc.stderr[-500:]
+    class Stream(io.StringIO):
+        def __init__(self, tty: bool):
+            super().__init__()
+            self.tty = tty
+
+        def isatty(self) -> bool:
+            return self.tty
+
+    drawn = {}
+    for tty in (True, False):
+        monkeypatch.setattr(sys, "stderr", Stream(tty))
+        train(dict(FAST, steps=2, eval_every=100, progress=True), tmp_path / f"run{tty}")
+        drawn[tty] = sys.stderr.getvalue()
+    assert "it/s" in drawn[True] or "s/it" in drawn[True], drawn[True][-500:]  # the bar, on a terminal
+    assert "it/s" not in drawn[False] and "s/it" not in drawn[False] and "%|" not in drawn[False], drawn[False]
 
 
 def test_every_config_key_is_documented_in_help_and_api(capsys):
