@@ -75,11 +75,34 @@ class Browser:
         finally:
             self.ws.settimeout(60)
 
-    def goto(self, url: str, settle: float = 3.0) -> list[str]:
-        """Load ``url``; return the problems seen while it loaded and settled (empty list: a clean page)."""
+    def goto(self, url: str, settle: float = 3.0, quiet: float = 0.75) -> list[str]:
+        """Load ``url``; return the problems seen while it loaded and settled (empty list: a clean page). It has
+        settled when the load event has fired and no request has been in flight for ``quiet`` seconds (scripts,
+        fonts and widget modules load meanwhile), or after ``settle`` seconds at most."""
         self.events.clear()
         self.call("Page.navigate", url=url)
-        self.wait(settle)
+        end = time.time() + settle
+        self.ws.settimeout(0.1)
+        loaded, inflight, calm_since = False, set(), time.time()
+        try:
+            while time.time() < end:
+                try:
+                    msg = json.loads(self.ws.recv())
+                except websocket.WebSocketTimeoutException:
+                    if loaded and not inflight and time.time() - calm_since >= quiet:
+                        break
+                    continue
+                self.events.append(msg)
+                method, rid = msg.get("method", ""), msg.get("params", {}).get("requestId")
+                if method == "Page.loadEventFired":
+                    loaded = True
+                elif method == "Network.requestWillBeSent":
+                    inflight.add(rid)
+                elif method in ("Network.loadingFinished", "Network.loadingFailed"):
+                    inflight.discard(rid)
+                calm_since = time.time() if method.startswith("Network.") else calm_since
+        finally:
+            self.ws.settimeout(60)
         return problems(self.events)
 
     def js(self, expression: str):
