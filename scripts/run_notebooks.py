@@ -311,6 +311,7 @@ def execute(nb: Path, out: Path, params: dict, kernel: str, timeout: int) -> Non
     pm.execute_notebook(
         str(nb), str(out), parameters=params, kernel_name=kernel, cwd=str(nb.parent),
         progress_bar=False, log_output=False, request_save_on_cell_execute=False, execution_timeout=timeout,
+        extra_arguments=["--IPKernelApp.log_level=CRITICAL"],  # no kernel log lines (transport, shutdown) in the log
     )
 
 
