@@ -175,6 +175,22 @@ def alt_text_from_captions(nb: Path) -> int:
     return n
 
 
+def hide_injected_parameters(nb: Path) -> int:
+    """Fold away the cell papermill injects with the build's parameters (tag ``injected-parameters``) in the
+    (staged) notebook ``nb``, as the chapter's own ``parameters`` cell is: the reader sees the values on request
+    ("Show code cell source"), not as the chapter's first visible code. Returns how many cells were tagged."""
+    data = json.loads(nb.read_text())
+    n = 0
+    for cell in data["cells"]:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "injected-parameters" in tags and "hide-input" not in tags:
+            cell["metadata"]["tags"] = [*tags, "hide-input"]
+            n += 1
+    if n:
+        nb.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+    return n
+
+
 def pin_colab_cell(nb: Path, rev: str | None) -> None:
     """Write ``REV = "<rev>"`` into the Colab set-up cell (id ``colab-setup``) of the (staged) notebook ``nb``;
     None, or a notebook without that cell, is left as it is."""
@@ -417,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copy2(cached, stage / nb)
             pin_colab_cell(stage / nb, rev)
             alt_text_from_captions(stage / nb)
+            hide_injected_parameters(stage / nb)
     print(report(rows))
     print(f"[run_notebooks] {len(notebooks)} notebook(s) in {time.perf_counter() - t0:.1f} s; staged in {stage}")
     if failed:

@@ -99,6 +99,17 @@ def test_place_colab_cell_writes_the_one_copy_at_index_1(tmp_path):
     assert cells[1].metadata["tags"] == ["remove-cell"]
 
 
+def test_injected_parameters_are_folded_away_like_the_chapters_own(tmp_path):
+    nb = tmp_path / "ch.ipynb"
+    cells = [nbformat.v4.new_code_cell("seed = 0", metadata={"tags": ["parameters", "hide-input"]}),
+             nbformat.v4.new_code_cell("# Parameters\nseed = 1", metadata={"tags": ["injected-parameters"]}),
+             nbformat.v4.new_code_cell("print(seed)")]
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), nb)
+    assert runner.hide_injected_parameters(nb) == 1 and runner.hide_injected_parameters(nb) == 0
+    tags = [c.metadata.get("tags", []) for c in nbformat.read(nb, as_version=4).cells]
+    assert tags == [["parameters", "hide-input"], ["injected-parameters", "hide-input"], []]
+
+
 def test_every_chapter_can_set_itself_up_on_colab():
     """The Colab launch button opens a bare notebook: its second cell fetches the repository named in _config.yml
     (the button's repository) at the book's commit REV and installs erc_core from it; hidden in the book, the same
@@ -396,3 +407,14 @@ def test_no_repository_or_launch_buttons_while_the_repository_is_a_placeholder(b
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-v"]))
+
+
+def test_built_chapters_fold_away_their_parameters(book_html):
+    """Both parameters cells of a chapter, its own and the one papermill injects with the build's values, are
+    folded away ("Show code cell source"): the first code a reader sees is the chapter's own."""
+    for page in sorted((book_html / "notebooks").glob("*.html")):
+        cells = re.findall(r'<div class="cell ([^"]*)"', page.read_text(encoding="utf-8"))
+        params = [c.split() for c in cells if {"tag_parameters", "tag_injected-parameters"} & set(c.split())]
+        assert any("tag_injected-parameters" in c for c in params), f"{page.name}: no injected parameters cell"
+        shown = [c for c in params if "tag_hide-input" not in c]
+        assert not shown, f"{page.name}: parameters cells shown in full: {shown}"
