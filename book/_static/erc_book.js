@@ -41,7 +41,9 @@
     return img.naturalWidth >= 400 && img.getBoundingClientRect().width < 0.75 * zoomWidth(img);
   }
   function mark() {
+    // the chapters' figures (a slider's figures, drawn later by the widget manager, enlarge too, without a hint)
     document.querySelectorAll(".bd-article img").forEach(function (img) {
+      if (img.closest(".widget-html")) return;
       var on = img.complete && zoomable(img);
       img.classList.toggle("erc-zoomable", on);
       var hint = img.nextElementSibling;
