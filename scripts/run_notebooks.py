@@ -175,16 +175,21 @@ def alt_text_from_captions(nb: Path) -> int:
     return n
 
 
+FOLDS = ("hide-input", "hide-cell", "remove-input", "remove-cell")  # myst-nb's tags that fold a cell's code away
+
+
 def hide_injected_parameters(nb: Path) -> int:
     """Fold away the cell papermill injects with the build's parameters (tag ``injected-parameters``) in the
-    (staged) notebook ``nb``, as the chapter's own ``parameters`` cell is: the reader sees the values on request
-    ("Show code cell source"), not as the chapter's first visible code. Returns how many cells were tagged."""
+    (staged) notebook ``nb`` as the chapter's own ``parameters`` cell is folded (``hide-input`` if it is not):
+    the reader sees the values on request, not as the chapter's first visible code. Returns how many cells
+    were tagged."""
     data = json.loads(nb.read_text())
+    tags_of = [cell.get("metadata", {}).get("tags", []) for cell in data["cells"]]
+    own = next((t for tags in tags_of if "parameters" in tags for t in tags if t in FOLDS), "hide-input")
     n = 0
-    for cell in data["cells"]:
-        tags = cell.get("metadata", {}).get("tags", [])
-        if "injected-parameters" in tags and "hide-input" not in tags:
-            cell["metadata"]["tags"] = [*tags, "hide-input"]
+    for cell, tags in zip(data["cells"], tags_of):
+        if "injected-parameters" in tags and not set(tags) & set(FOLDS):
+            cell["metadata"]["tags"] = [*tags, own]
             n += 1
     if n:
         nb.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")

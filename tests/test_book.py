@@ -108,6 +108,11 @@ def test_injected_parameters_are_folded_away_like_the_chapters_own(tmp_path):
     assert runner.hide_injected_parameters(nb) == 1 and runner.hide_injected_parameters(nb) == 0
     tags = [c.metadata.get("tags", []) for c in nbformat.read(nb, as_version=4).cells]
     assert tags == [["parameters", "hide-input"], ["injected-parameters", "hide-input"], []]
+    cells[0].metadata["tags"] = ["parameters", "hide-cell"]  # folded as the chapter's own cell is
+    cells[1].metadata["tags"] = ["injected-parameters"]
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), nb)
+    assert runner.hide_injected_parameters(nb) == 1
+    assert nbformat.read(nb, as_version=4).cells[1].metadata["tags"] == ["injected-parameters", "hide-cell"]
 
 
 def test_every_chapter_can_set_itself_up_on_colab():
@@ -416,5 +421,5 @@ def test_built_chapters_fold_away_their_parameters(book_html):
         cells = re.findall(r'<div class="cell ([^"]*)"', page.read_text(encoding="utf-8"))
         params = [c.split() for c in cells if {"tag_parameters", "tag_injected-parameters"} & set(c.split())]
         assert any("tag_injected-parameters" in c for c in params), f"{page.name}: no injected parameters cell"
-        shown = [c for c in params if "tag_hide-input" not in c]
+        shown = [c for c in params if not {f"tag_{t}" for t in runner.FOLDS} & set(c)]
         assert not shown, f"{page.name}: parameters cells shown in full: {shown}"
