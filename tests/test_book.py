@@ -423,3 +423,29 @@ def test_built_chapters_fold_away_their_parameters(book_html):
         assert any("tag_injected-parameters" in c for c in params), f"{page.name}: no injected parameters cell"
         shown = [c for c in params if not {f"tag_{t}" for t in runner.FOLDS} & set(c)]
         assert not shown, f"{page.name}: parameters cells shown in full: {shown}"
+
+
+def _chapter_markdown(path: Path) -> str:
+    if path.suffix == ".ipynb":
+        return "\n\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown")
+    return path.read_text(encoding="utf-8")
+
+
+def test_every_chapter_has_goals_takeaways_and_exercises_with_hidden_solutions():
+    """Each numbered chapter (_toc.yml's "Chapters" part, the TRL/verl page included) opens with what the reader
+    will learn and what it assumes, and ends with key takeaways and exercises, each with a folded solution."""
+    import yaml
+
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    (part,) = [p for p in toc["parts"] if p["caption"] == "Chapters"]
+    files = [next(ROOT.glob(c["file"] + ".*")) for c in part["chapters"]]
+    assert len(files) >= 9 and files[-1].name == "integrations.md"
+    for path in files:
+        text = _chapter_markdown(path)
+        for part_text in ("**What you will learn**", "**What it assumes**", "```{admonition} Key takeaways",
+                          "## Exercises"):
+            assert part_text in text, f"{path.name}: no {part_text!r}"
+        exercises = re.split(r"\n\*\*Exercise \d+", text.split("## Exercises", 1)[1])[1:]
+        assert len(exercises) >= 3, f"{path.name}: {len(exercises)} exercises"
+        for i, ex in enumerate(exercises, 1):
+            assert re.search(r"```\{admonition\} Solution\n:class: dropdown\n", ex), f"{path.name}: exercise {i}"
