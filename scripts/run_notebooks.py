@@ -344,6 +344,22 @@ def build_html(stage: Path, path_output: Path) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True)
 
 
+ROOT_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Refresh" content="0; url={target}">
+<link rel="icon" href="_static/favicon.svg" type="image/svg+xml">
+<title>ERC Book</title></head>
+<body><p><a href="{target}">ERC Book</a></p></body></html>
+"""
+
+
+def write_root_page(html: Path) -> None:
+    """The site's root ``index.html``: jupyter-book's bare redirect to the first page, plus the book's icon (a
+    browser otherwise asks for ``/favicon.ico``, a failed request) and a link for readers without redirects."""
+    target = re.search(r'url=([^"\s]+)"', (html / "index.html").read_text(encoding="utf-8")).group(1)
+    (html / "index.html").write_text(ROOT_PAGE.format(target=target), encoding="utf-8")
+
+
 def report(rows: list[tuple[str, str, float, str]]) -> str:
     """A QuantEcon-style execution report: | Notebook | Method | Run Time (s) | Status |."""
     head = ("Notebook", "Method", "Run Time (s)", "Status")
@@ -452,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
             print(proc.stdout[-6000:] + proc.stderr[-6000:], file=sys.stderr)
             print("[run_notebooks] HTML build FAILED: Sphinx warnings are errors here (see above)", file=sys.stderr)
             return 1
-        (args.html / "_build" / "html" / "index.html").touch()  # the build's time (Sphinx keeps unchanged files)
+        write_root_page(args.html / "_build" / "html")  # also the build's time (Sphinx keeps unchanged files)
         print(f"[run_notebooks] HTML built in {time.perf_counter() - t_html:.1f} s", flush=True)
     return 0
 

@@ -449,3 +449,13 @@ def test_every_chapter_has_goals_takeaways_and_exercises_with_hidden_solutions()
         assert len(exercises) >= 3, f"{path.name}: {len(exercises)} exercises"
         for i, ex in enumerate(exercises, 1):
             assert re.search(r"```\{admonition\} Solution\n:class: dropdown\n", ex), f"{path.name}: exercise {i}"
+
+
+def test_root_page_redirects_with_the_books_icon(tmp_path):
+    """The site's root page keeps jupyter-book's redirect and names the icon (no request for /favicon.ico)."""
+    (tmp_path / "index.html").write_text('<meta http-equiv="Refresh" content="0; url=book/intro.html" />')
+    for _ in range(2):  # a rebuild that kept the page rewrites it the same
+        runner.write_root_page(tmp_path)
+        page = (tmp_path / "index.html").read_text()
+        assert 'content="0; url=book/intro.html"' in page and 'href="_static/favicon.svg"' in page
+        assert '<a href="book/intro.html">' in page
