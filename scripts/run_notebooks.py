@@ -356,8 +356,12 @@ ROOT_PAGE = """<!DOCTYPE html>
 def write_root_page(html: Path) -> None:
     """The site's root ``index.html``: jupyter-book's bare redirect to the first page, plus the book's icon (a
     browser otherwise asks for ``/favicon.ico``, a failed request) and a link for readers without redirects."""
-    target = re.search(r'url=([^"\s]+)"', (html / "index.html").read_text(encoding="utf-8")).group(1)
-    (html / "index.html").write_text(ROOT_PAGE.format(target=target), encoding="utf-8")
+    page = html / "index.html"
+    m = re.search(r'url=([^"\s]+)"', page.read_text(encoding="utf-8"))
+    if m is None:  # not a redirect (a root page of its own): leave it, only stamp the build's time
+        page.touch()
+        return
+    page.write_text(ROOT_PAGE.format(target=m.group(1)), encoding="utf-8")
 
 
 def report(rows: list[tuple[str, str, float, str]]) -> str:
