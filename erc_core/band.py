@@ -4,6 +4,8 @@ A token is kept when its entropy ratio ``rho_t = (H_t + 1e-8) / (H_old_t + 1e-8)
 ``(low, high)``; it is gated when the entropy fell too far (``rho_t <= low``) or rose too far (``rho_t >= high``).
 The paper's band is ``(0.95, 1.05)`` for both DAPO and GPPO (``PAPER_BAND``).
 
+::
+
     band = Band.of((0.95, 1.05))        # a Band or a (low, high) pair, checked
     keep = band.keep(rho) & mask        # torch tensors, numpy arrays and pandas Series alike
     kind = band.kind(rho)               # 0 kept, 1 fell (rho <= low), 2 rose (rho >= high)

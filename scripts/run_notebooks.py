@@ -175,6 +175,27 @@ def alt_text_from_captions(nb: Path) -> int:
     return n
 
 
+FOLDS = ("hide-input", "hide-cell", "remove-input", "remove-cell")  # myst-nb's tags that fold a cell's code away
+
+
+def hide_injected_parameters(nb: Path) -> int:
+    """Fold away the cell papermill injects with the build's parameters (tag ``injected-parameters``) in the
+    (staged) notebook ``nb`` as the chapter's own ``parameters`` cell is folded (``hide-input`` if it is not):
+    the reader sees the values on request, not as the chapter's first visible code. Returns how many cells
+    were tagged."""
+    data = json.loads(nb.read_text())
+    tags_of = [cell.get("metadata", {}).get("tags", []) for cell in data["cells"]]
+    own = next((t for tags in tags_of if "parameters" in tags for t in tags if t in FOLDS), "hide-input")
+    n = 0
+    for cell, tags in zip(data["cells"], tags_of):
+        if "injected-parameters" in tags and not set(tags) & set(FOLDS):
+            cell["metadata"]["tags"] = [*tags, own]
+            n += 1
+    if n:
+        nb.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+    return n
+
+
 def pin_colab_cell(nb: Path, rev: str | None) -> None:
     """Write ``REV = "<rev>"`` into the Colab set-up cell (id ``colab-setup``) of the (staged) notebook ``nb``;
     None, or a notebook without that cell, is left as it is."""
@@ -324,6 +345,26 @@ def build_html(stage: Path, path_output: Path) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True)
 
 
+ROOT_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Refresh" content="0; url={target}">
+<link rel="icon" href="_static/favicon.svg" type="image/svg+xml">
+<title>ERC Book</title></head>
+<body><p><a href="{target}">ERC Book</a></p></body></html>
+"""
+
+
+def write_root_page(html: Path) -> None:
+    """The site's root ``index.html``: jupyter-book's bare redirect to the first page, plus the book's icon (a
+    browser otherwise asks for ``/favicon.ico``, a failed request) and a link for readers without redirects."""
+    page = html / "index.html"
+    m = re.search(r'url=([^"\s]+)"', page.read_text(encoding="utf-8"))
+    if m is None:  # not a redirect (a root page of its own): leave it, only stamp the build's time
+        page.touch()
+        return
+    page.write_text(ROOT_PAGE.format(target=m.group(1)), encoding="utf-8")
+
+
 def report(rows: list[tuple[str, str, float, str]]) -> str:
     """A QuantEcon-style execution report: | Notebook | Method | Run Time (s) | Status |."""
     head = ("Notebook", "Method", "Run Time (s)", "Status")
@@ -418,6 +459,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copy2(cached, stage / nb)
             pin_colab_cell(stage / nb, rev)
             alt_text_from_captions(stage / nb)
+            hide_injected_parameters(stage / nb)
     print(report(rows))
     print(f"[run_notebooks] {len(notebooks)} notebook(s) in {time.perf_counter() - t0:.1f} s; staged in {stage}")
     if failed:
@@ -431,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
             print(proc.stdout[-6000:] + proc.stderr[-6000:], file=sys.stderr)
             print("[run_notebooks] HTML build FAILED: Sphinx warnings are errors here (see above)", file=sys.stderr)
             return 1
-        (args.html / "_build" / "html" / "index.html").touch()  # the build's time (Sphinx keeps unchanged files)
+        write_root_page(args.html / "_build" / "html")  # also the build's time (Sphinx keeps unchanged files)
         print(f"[run_notebooks] HTML built in {time.perf_counter() - t_html:.1f} s", flush=True)
     return 0
 

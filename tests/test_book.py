@@ -99,6 +99,22 @@ def test_place_colab_cell_writes_the_one_copy_at_index_1(tmp_path):
     assert cells[1].metadata["tags"] == ["remove-cell"]
 
 
+def test_injected_parameters_are_folded_away_like_the_chapters_own(tmp_path):
+    nb = tmp_path / "ch.ipynb"
+    cells = [nbformat.v4.new_code_cell("seed = 0", metadata={"tags": ["parameters", "hide-input"]}),
+             nbformat.v4.new_code_cell("# Parameters\nseed = 1", metadata={"tags": ["injected-parameters"]}),
+             nbformat.v4.new_code_cell("print(seed)")]
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), nb)
+    assert runner.hide_injected_parameters(nb) == 1 and runner.hide_injected_parameters(nb) == 0
+    tags = [c.metadata.get("tags", []) for c in nbformat.read(nb, as_version=4).cells]
+    assert tags == [["parameters", "hide-input"], ["injected-parameters", "hide-input"], []]
+    cells[0].metadata["tags"] = ["parameters", "hide-cell"]  # folded as the chapter's own cell is
+    cells[1].metadata["tags"] = ["injected-parameters"]
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), nb)
+    assert runner.hide_injected_parameters(nb) == 1
+    assert nbformat.read(nb, as_version=4).cells[1].metadata["tags"] == ["injected-parameters", "hide-cell"]
+
+
 def test_every_chapter_can_set_itself_up_on_colab():
     """The Colab launch button opens a bare notebook: its second cell fetches the repository named in _config.yml
     (the button's repository) at the book's commit REV and installs erc_core from it; hidden in the book, the same
@@ -396,3 +412,50 @@ def test_no_repository_or_launch_buttons_while_the_repository_is_a_placeholder(b
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-v"]))
+
+
+def test_built_chapters_fold_away_their_parameters(book_html):
+    """Both parameters cells of a chapter, its own and the one papermill injects with the build's values, are
+    folded away ("Show code cell source"): the first code a reader sees is the chapter's own."""
+    for page in sorted((book_html / "notebooks").glob("*.html")):
+        cells = re.findall(r'<div class="cell ([^"]*)"', page.read_text(encoding="utf-8"))
+        params = [c.split() for c in cells if {"tag_parameters", "tag_injected-parameters"} & set(c.split())]
+        assert any("tag_injected-parameters" in c for c in params), f"{page.name}: no injected parameters cell"
+        shown = [c for c in params if not {f"tag_{t}" for t in runner.FOLDS} & set(c)]
+        assert not shown, f"{page.name}: parameters cells shown in full: {shown}"
+
+
+def _chapter_markdown(path: Path) -> str:
+    if path.suffix == ".ipynb":
+        return "\n\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown")
+    return path.read_text(encoding="utf-8")
+
+
+def test_every_chapter_has_goals_takeaways_and_exercises_with_hidden_solutions():
+    """Each numbered chapter (_toc.yml's "Chapters" part, the TRL/verl page included) opens with what the reader
+    will learn and what it assumes, and ends with key takeaways and exercises, each with a folded solution."""
+    import yaml
+
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    (part,) = [p for p in toc["parts"] if p["caption"] == "Chapters"]
+    files = [next(ROOT.glob(c["file"] + ".*")) for c in part["chapters"]]
+    assert len(files) >= 9 and files[-1].name == "integrations.md"
+    for path in files:
+        text = _chapter_markdown(path)
+        for part_text in ("**What you will learn**", "**What it assumes**", "```{admonition} Key takeaways",
+                          "## Exercises"):
+            assert part_text in text, f"{path.name}: no {part_text!r}"
+        exercises = re.split(r"\n\*\*Exercise \d+", text.split("## Exercises", 1)[1])[1:]
+        assert len(exercises) >= 3, f"{path.name}: {len(exercises)} exercises"
+        for i, ex in enumerate(exercises, 1):
+            assert re.search(r"```\{admonition\} Solution\n:class: dropdown\n", ex), f"{path.name}: exercise {i}"
+
+
+def test_root_page_redirects_with_the_books_icon(tmp_path):
+    """The site's root page keeps jupyter-book's redirect and names the icon (no request for /favicon.ico)."""
+    (tmp_path / "index.html").write_text('<meta http-equiv="Refresh" content="0; url=book/intro.html" />')
+    for _ in range(2):  # a rebuild that kept the page rewrites it the same
+        runner.write_root_page(tmp_path)
+        page = (tmp_path / "index.html").read_text()
+        assert 'content="0; url=book/intro.html"' in page and 'href="_static/favicon.svg"' in page
+        assert '<a href="book/intro.html">' in page

@@ -1,5 +1,7 @@
 """The claims chapter's analysis, computed from the shipped tables of the v2 claims study (no kernel, seconds).
 
+::
+
     data = load_claims_data("data/claims-v2")      # {"core": ..., "offpolicy": ..., "others": ...}: (metrics, tokens)
     tests = claim_tests(data)                      # every statistical test: one family, Holm-corrected
     table = claims_table(data, tests)              # claim, source, what we measured, verdict

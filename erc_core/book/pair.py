@@ -1,5 +1,7 @@
 """Two runs of one config and seed, ERC off and on: what chapters 5 (DAPO) and 6 (GPPO) train and compare.
 
+::
+
     metrics, tokens = train_pair("../configs/book_ch05.yaml", out, "DAPO", overrides=dict(steps=800))
     report = compare_pair(metrics, runs.gate_summary(tokens["DAPO + ERC"]), eval_size=100)
     print(report["text"])

@@ -4,6 +4,8 @@ The numbers come from :func:`erc_core.rl.train.train` runs (``metrics.jsonl``, `
 :mod:`erc_core.book.runs`) and from one scoring pass of a real model; the figures are built without pyplot, like
 :mod:`erc_core.book.plots`.
 
+::
+
     ent, texts = response_entropies_by_precision(model, tok, prompts)   # (N,) entropies per precision
     outside_band_share(ent, bounds=(0.95, 1.05))             # share each precision would gate on numerics
     fig_precision_ratio(ent, bounds=(0.95, 1.05))             # what numerics alone would gate

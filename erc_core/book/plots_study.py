@@ -1,5 +1,7 @@
 """Figures of the claims chapter, drawn from a study's tidy tables (:mod:`erc_core.rl.study`), without pyplot.
 
+::
+
     table = study.collect("results/claims")                       # a row per (run, step)
     fig_study_curves(table, {"ERC gate": ("erc_clipfrac", ["dapo_erc"])})
     fig_study_bars({"eval accuracy": study.summarize(table, "eval_acc", "last", 1)})

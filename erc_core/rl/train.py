@@ -13,6 +13,8 @@ Per RL step:
 The old pass and the update forwards see exactly the same tensors (same micro-batches, padding, position ids,
 eval mode, dtype, temperature), so with one update per step the entropy ratio is exactly 1 and ERC gates nothing.
 
+::
+
     python -m erc_core.rl.train --config configs/tiny_arith_erc.yaml --out runs/erc [--set steps=40] \
         [--resume|--overwrite]
     records = train("configs/tiny_arith_erc.yaml", "runs/erc", overrides={"steps": 40})
