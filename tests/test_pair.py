@@ -47,7 +47,7 @@ def test_compare_pair_windows_records_and_text():
     assert "0.40 -> 0.70 on 100 sums" in lines[1]
     d_reward = erc["reward_mean"].tail(10).mean() - base["reward_mean"].tail(10).mean()
     assert f"DAPO + ERC minus DAPO: reward {d_reward:+.3f}" in lines[2] and "in DAPO (gate off) 20.0%" in lines[3]
-    assert all(rep["claims"].values()) and len(rep["claims"]) == 7   # under 300 steps: no learning claim
+    assert all(rep["claims"].values())
 
 
 def test_compare_pair_claims_fail_where_the_runs_do_not_hold_them():
@@ -55,14 +55,15 @@ def test_compare_pair_claims_fail_where_the_runs_do_not_hold_them():
     flat = np.full(steps, 0.5)
     base = frame(steps, flat, np.r_[0.05, np.zeros(steps - 1)], warmstart_loss=1.1)   # gated once, other start
     erc = frame(steps, np.linspace(0.2, 0.9, steps), np.r_[np.zeros(steps - 10), np.full(10, 0.1)])
-    claims = pair.compare_pair({"GPPO": base, "GPPO + ERC": erc}, dict(n_gated=0, mean_old_entropy_gated=math.nan,
-                                                                     mean_old_entropy_kept=0.2), 10)["claims"]
+    rep = pair.compare_pair({"GPPO": base, "GPPO + ERC": erc}, dict(n_gated=0, mean_old_entropy_gated=math.nan,
+                                                                  mean_old_entropy_kept=0.2), 10)
+    claims = rep["claims"]
+    assert rep["results"]["rose"] == [False, True]  # flat reward vs a rising one
     failed = {c for c, ok in claims.items() if not ok}
     assert failed == {"both runs start from the same warm start and first rollout",
                       "GPPO + ERC gated tokens at most steps", "GPPO never gated, yet tokens left the band",
                       "gated tokens' mean old entropy is a number",
-                      "GPPO + ERC gated more tokens than PPO's clip acted on (mean per step)",
-                      "both runs end with a higher mean reward (last 50 steps) than after the warm start (first 10)"}
+                      "GPPO + ERC gated more tokens than PPO's clip acted on (mean per step)"}
 
 
 def test_compare_pair_rejects_what_is_not_a_pair():
