@@ -25,7 +25,8 @@ from erc_core.book.style import TINTS
 __all__ = ["gate_table_html", "erc_band_slider", "gradient_table_html", "gradient_gate_sliders",
            "figure_html", "figure_slider"]
 
-_CELL = "padding:1px 2px;text-align:center;font:10px monospace;border:1px solid #fff"
+_CELL = "padding:1px 2px;text-align:center;font:12px monospace;border:1px solid #fff"
+_TABLE = "<div style='overflow-x:auto;max-width:100%'><table style='border-collapse:collapse'>{}</table></div>"
 _BG = {"kept": TINTS["kept"], "low": TINTS["fell"], "high": TINTS["rose"], "pad": TINTS["pad"]}
 
 
@@ -69,7 +70,7 @@ def gate_table_html(rho: torch.Tensor, keep: torch.Tensor, response_mask: torch.
                       for k, lab in (("kept", "kept"), ("low", "gated: entropy fell"),
                                      ("high", "gated: entropy rose"), ("pad", "padding")))
     return (f"<div style='margin:4px 0'>{summary}</div><div style='margin:4px 0;font-size:12px'>{legend}</div>"
-            f"<table style='border-collapse:collapse'>{''.join(rows)}</table>")
+            + _TABLE.format("".join(rows)))
 
 
 def erc_band_slider(entropy: torch.Tensor, old_entropy: torch.Tensor, response_mask: torch.Tensor,
@@ -141,7 +142,7 @@ def gradient_table_html(flow: dict, tokens: list[list[str]], rho: torch.Tensor, 
     legend = " ".join(f'<span style="background:{_GRAD_BG[k]};padding:0 6px;margin-right:6px">{html.escape(v)}</span>'
                       for k, v in _GRAD_LABEL.items())
     return (f"<div style='margin:4px 0'>{summary}</div><div style='margin:4px 0;font-size:12px'>{legend}</div>"
-            f"<table style='border-collapse:collapse'>{''.join(rows)}</table>")
+            + _TABLE.format("".join(rows)))
 
 
 def gradient_gate_sliders(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor,
