@@ -26,7 +26,7 @@ __all__ = ["gate_table_html", "erc_band_slider", "gradient_table_html", "gradien
            "figure_html", "figure_slider"]
 
 _CELL = "padding:1px 2px;text-align:center;font:12px monospace;border:1px solid #fff"
-_TABLE = "<div style='overflow-x:auto;max-width:100%'><table style='border-collapse:collapse'>{}</table></div>"
+_TABLE = "<table style='border-collapse:collapse'>{}</table>"  # a wide one scrolls in its widget's panel
 _BG = {"kept": TINTS["kept"], "low": TINTS["fell"], "high": TINTS["rose"], "pad": TINTS["pad"]}
 
 
