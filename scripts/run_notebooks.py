@@ -13,10 +13,11 @@ erc_core's own imports, so a chapter re-executes only when what it uses changed)
 are unchanged (``--force`` re-executes). A ``-p NAME`` that no selected notebook's ``parameters`` cell defines is
 an error listing their parameters. The staged copies get the build's commit as ``REV`` in their hidden Colab
 set-up cell (unless ``repository.placeholder`` in ``_config.yml`` is true or the work tree has uncommitted
-changes). Prints a per-notebook time report; exits 1 naming the notebooks that failed.
+changes). Notebooks execute side by side, one kernel each (``--jobs``, default the CPU cores). Prints a
+per-notebook time report; exits 1 naming the notebooks that failed.
 
     python scripts/run_notebooks.py [--root DIR] [--stage DIR] [--kernel NAME] [--force] [-p NAME VALUE ...]
-                                    [--only NB ...]
+                                    [--only NB ...] [--jobs N]
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ import ast
 import hashlib
 import importlib.metadata
 import json
+import os
 import platform
 import re
 import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -394,11 +397,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--only", nargs="+", default=None, help="run only these notebooks (paths as in _toc.yml)")
     ap.add_argument("--force", action="store_true", help="re-execute even if a cached copy is up to date")
     ap.add_argument("--timeout", type=int, default=600, help="per-cell timeout in seconds")
+    ap.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)), metavar="N",
+                    help="notebooks executed side by side (default: the CPU cores this process may use)")
     return ap.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.jobs < 1:
+        print(f"[run_notebooks] --jobs must be >= 1, got {args.jobs}", file=sys.stderr)
+        return 2
     root = args.root.resolve()
     stage = args.stage or root / "_build" / "src"
     cache = args.cache or root / "_build" / "executed"
@@ -435,31 +443,41 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copy2(root / page, stage / page)
     rows, failed = [], []
     t0 = time.perf_counter()
+    todo = {}  # notebooks to execute: {nb: (params, cache key)}
     for nb in notebooks:
         cached, stamp = cache / nb, cache / (str(nb) + ".sha256")
         nb_params = {**params, **per_notebook.get(nb.stem, {})}
         key = source_hash(root / nb, nb_params, args.kernel, env)
-        method, status, t = "cache", "ok", 0.0
         if args.force or not cached.exists() or not stamp.exists() or stamp.read_text() != key:
-            method = "papermill"
             stamp.unlink(missing_ok=True)
-            print(f"[run_notebooks] executing {nb} ...", flush=True)
-            start = time.perf_counter()
-            try:
-                execute(root / nb, cached, nb_params, args.kernel, args.timeout)
-                stamp.write_text(key)
-            except Exception as exc:  # papermill's PapermillExecutionError names the cell and the exception
-                status = "FAILED"
-                failed.append(str(nb))
-                print(f"[run_notebooks] {nb} FAILED: {exc}", file=sys.stderr, flush=True)
-            t = time.perf_counter() - start
-        rows.append((str(nb), method, t, status))
-        if status == "ok":
-            (stage / nb).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(cached, stage / nb)
-            pin_colab_cell(stage / nb, rev)
-            alt_text_from_captions(stage / nb)
-            hide_injected_parameters(stage / nb)
+            todo[nb] = (nb_params, key)
+
+    def run(nb: Path) -> tuple[str, float]:
+        """Execute one notebook (its own kernel process); returns its status and seconds."""
+        print(f"[run_notebooks] executing {nb} ...", flush=True)
+        start = time.perf_counter()
+        try:
+            execute(root / nb, cache / nb, todo[nb][0], args.kernel, args.timeout)
+            (cache / (str(nb) + ".sha256")).write_text(todo[nb][1])
+            return "ok", time.perf_counter() - start
+        except Exception as exc:  # papermill's PapermillExecutionError names the cell and the exception
+            print(f"[run_notebooks] {nb} FAILED: {exc}", file=sys.stderr, flush=True)
+            return "FAILED", time.perf_counter() - start
+
+    # the kernels run side by side (each a process); the pool's threads only wait for them
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        done = dict(zip(todo, pool.map(run, todo)))
+    for nb in notebooks:
+        status, t = done.get(nb, ("ok", 0.0))
+        rows.append((str(nb), "papermill" if nb in done else "cache", t, status))
+        if status != "ok":
+            failed.append(str(nb))
+            continue
+        (stage / nb).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(cache / nb, stage / nb)
+        pin_colab_cell(stage / nb, rev)
+        alt_text_from_captions(stage / nb)
+        hide_injected_parameters(stage / nb)
     print(report(rows))
     print(f"[run_notebooks] {len(notebooks)} notebook(s) in {time.perf_counter() - t0:.1f} s; staged in {stage}")
     if failed:

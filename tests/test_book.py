@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 import sys
 from html.parser import HTMLParser
 from pathlib import Path
@@ -180,6 +181,29 @@ def test_misspelt_parameter_fails_naming_it(tmp_path, capsys):
     assert not (tmp_path / "c").exists()  # nothing executed
     assert "seed" in runner.notebook_parameters(ROOT / "notebooks/05_erc_dapo_tiny_lm.ipynb")
     runner.check_parameters({"steps": 3}, runner.toc_notebooks(ROOT))  # a parameter of some chapters: fine
+
+
+def test_notebooks_execute_side_by_side(tmp_path, monkeypatch, capsys):
+    """--jobs 2: two kernels at once (a barrier that only two concurrent executions pass), staged in toc order;
+    --jobs 0 is refused before anything runs."""
+    import threading
+
+    barrier = threading.Barrier(2, timeout=20)
+
+    def fake_execute(nb, out, params, kernel, timeout):
+        barrier.wait()  # BrokenBarrierError (the notebook FAILS) unless the other one runs at the same time
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(nb, out)
+
+    monkeypatch.setattr(runner, "execute", fake_execute)
+    only = ["--only", "notebooks/01_entropy_ratio", "notebooks/02_ppo_clip_blind_spot"]
+    dirs = ["--stage", str(tmp_path / "s"), "--cache", str(tmp_path / "c")]
+    assert runner.main([*only, *dirs, "--jobs", "0"]) == 2 and "--jobs must be >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+    assert runner.main([*only, *dirs, "--jobs", "2"]) == 0
+    report = [ln for ln in capsys.readouterr().out.splitlines() if "papermill" in ln]
+    assert [ln.split("|")[1].strip() for ln in report] == [o + ".ipynb" for o in only[1:]]
+    assert all((tmp_path / "s" / (o + ".ipynb")).exists() for o in only[1:])
 
 
 def test_cache_key_includes_the_python_environment():

@@ -7,7 +7,8 @@
     print(report["text"])
 
 The warm start and every rollout's random numbers depend only on the seed and the step, so the two runs start from
-the same model and see the same first rollout; they differ only in ``erc``.
+the same model and see the same first rollout; they differ only in ``erc``. On two or more cores the two runs train
+side by side, one process each.
 """
 
 from __future__ import annotations
@@ -18,13 +19,16 @@ from pathlib import Path
 import pandas as pd
 
 from erc_core.book.runs import read_metrics, read_tokens
+from erc_core.rl.config import load_config
+from erc_core.rl.study import process_pool
 from erc_core.rl.train import train
 
 __all__ = ["train_pair", "compare_pair", "rose"]
 
 
 def train_pair(config: str | os.PathLike | dict, out_dir: str | os.PathLike, name: str,
-               overrides: dict | None = None) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
+               overrides: dict | None = None, workers: int | None = None
+               ) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
     """Train ``config`` (+ ``overrides``) twice, ERC off into ``out_dir/base`` and on into ``out_dir/erc`` (a run
     already there is replaced), and print one line per run: its wall time, warm-start time and eval accuracies.
 
@@ -33,16 +37,34 @@ def train_pair(config: str | os.PathLike | dict, out_dir: str | os.PathLike, nam
         out_dir: the folder of the two runs.
         name: the method without ERC, e.g. ``"DAPO"``; the ERC run is called ``f"{name} + ERC"``.
         overrides: config keys set on top of ``config`` (``erc`` is set here, per run).
+        workers: 2 trains the runs side by side in two processes (:func:`erc_core.rl.study.process_pool`), 1 one
+            after the other in this process; default 2 where twice the config's ``num_threads`` fits the cores.
+            The numbers are the same either way (each run seeds itself and uses its config's ``num_threads``).
 
     Returns:
         ``(metrics, tokens)``, each a dict ``{name: ..., f"{name} + ERC": ...}`` in that order:
         :func:`~erc_core.book.runs.read_metrics` frames (index ``step``: row 0 the warm start, rows 1..steps the RL
         steps) and :func:`~erc_core.book.runs.read_tokens` frames (one row per logged response token).
     """
+    if workers is None:  # side by side when two runs' threads fit the cores (num_threads 0: all cores, one run)
+        threads = load_config(config, overrides).num_threads
+        workers = 2 if threads and 2 * threads <= (os.cpu_count() or 1) else 1
+    if workers not in (1, 2):
+        raise ValueError(f"workers must be 1 or 2 (the pair's two runs), got {workers!r}")
+    if isinstance(config, (str, os.PathLike)):
+        config = Path(config).resolve()  # a worker process need not share this one's working directory
+    runs = {label: (Path(out_dir).resolve() / ("erc" if erc else "base"), dict(overrides or {}, erc=erc))
+            for label, erc in ((name, False), (f"{name} + ERC", True))}
+    if workers == 1:
+        for run_dir, ov in runs.values():
+            train(config, run_dir, overrides=ov, overwrite=True)
+    else:
+        with process_pool(2) as pool:
+            for fut in [pool.submit(train, config, run_dir, overrides=ov, overwrite=True)
+                        for run_dir, ov in runs.values()]:
+                fut.result()
     metrics, tokens = {}, {}
-    for label, erc in ((name, False), (f"{name} + ERC", True)):
-        run_dir = Path(out_dir) / ("erc" if erc else "base")
-        train(config, run_dir, overrides=dict(overrides or {}, erc=erc), overwrite=True)
+    for label, (run_dir, _) in runs.items():
         m = metrics[label] = read_metrics(run_dir)
         tokens[label] = read_tokens(run_dir)
         print(f"{label:11s} {len(m) - 1} steps in {m['time_total'].iloc[-1]:.0f} s "

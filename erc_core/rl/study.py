@@ -156,6 +156,16 @@ def _pool_context():
     return ctx
 
 
+def process_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool of ``workers`` processes for training runs: forked from a server that has imported the trainer
+    (:func:`_pool_context`), each dying with this process (:func:`_die_with_parent`). A run's numbers do not depend
+    on the pool: each run seeds itself and uses its config's ``num_threads``."""
+    if not (isinstance(workers, int) and workers >= 1):
+        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    return ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context(), initializer=_die_with_parent,
+                               initargs=(os.getpid(),))
+
+
 def _run_one(config: str, out_dir: str, overrides: dict, threads: int) -> tuple[str, float]:
     """Worker: run (or resume) one training run, then mark it DONE with its resolved config."""
     import torch
@@ -226,8 +236,7 @@ def run_grid(grid: Grid, out_dir: str | os.PathLike, seeds: int | None = None, w
     log(f"[study] {len(rows)} runs, {len(jobs)} to run, {workers} worker(s) x {threads_per_run} thread(s)")
     wall = {}
     if jobs:
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=_pool_context(),
-                                 initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
+        with process_pool(min(workers, len(jobs))) as pool:
             futures = [pool.submit(_run_one, *job) for job in jobs]
             for i, fut in enumerate(as_completed(futures), 1):
                 rdir, secs = fut.result()
