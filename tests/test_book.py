@@ -206,40 +206,6 @@ def test_notebooks_execute_side_by_side(tmp_path, monkeypatch, capsys):
     assert all((tmp_path / "s" / (o + ".ipynb")).exists() for o in only[1:])
 
 
-def test_run_on_cores_never_keeps_more_cores_busy_than_jobs():
-    """Tasks needing 1, 2 or more cores than there are: never more than ``jobs`` busy, every task run once, a
-    waiting 2-core task lets a later 1-core one go first, an error is raised after the others ended."""
-    import threading
-    import time
-
-    cores = {"a": 1, "b": 2, "c": 1, "d": 3, "e": 1}
-    lock, busy, peak, started = threading.Lock(), [0], [0], []
-
-    def fn(task):
-        need = min(cores[task], 2)
-        with lock:
-            busy[0] += need
-            peak[0] = max(peak[0], busy[0])
-            started.append(task)
-        time.sleep(0.05)
-        with lock:
-            busy[0] -= need
-        return task.upper()
-
-    assert runner.run_on_cores(list(cores), cores, 2, fn) == {t: t.upper() for t in cores}
-    assert peak[0] == 2 and sorted(started) == sorted(cores) and started.index("c") < started.index("b")
-
-    def boom(task):
-        if task == "a":
-            raise RuntimeError("a failed")
-        return fn(task)
-
-    with pytest.raises(RuntimeError, match="a failed"):
-        runner.run_on_cores(list(cores), cores, 2, boom)
-    assert runner.notebook_cores(ROOT / "notebooks/05_erc_dapo_tiny_lm.ipynb") == 2   # trains two runs at once
-    assert runner.notebook_cores(ROOT / "notebooks/01_entropy_ratio.ipynb") == 1
-
-
 def test_cache_key_includes_the_python_environment():
     import torch
 

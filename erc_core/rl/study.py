@@ -46,7 +46,7 @@ from scipy import stats as sps
 
 __all__ = ["Variant", "Grid", "load_grid", "run_id", "run_grid", "collect", "collect_tokens", "export", "load",
            "tokens_table", "per_run", "summarize", "ci95", "paired_diff", "max_abs_diff", "token_stats", "format_ci",
-           "main"]
+           "process_pool", "main"]
 
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
