@@ -308,6 +308,37 @@ def test_workers_die_with_the_study_runner(tmp_path):
                 os.kill(w, signal.SIGKILL)
 
 
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="reads /proc")
+def test_interrupted_pool_stops_its_runs_at_once(tmp_path):
+    """An exception inside ``with process_pool(...)`` (a notebook cell interrupted while runs train) terminates the
+    workers instead of waiting for their runs (here: minutes of steps); leaving it normally waits for the runs."""
+    import time
+
+    from erc_core.rl.study import process_pool
+    from erc_core.rl.train import train
+
+    cfg = dict(TINY, steps=20000, eval_every=100000, save_every=0)   # minutes: finite if the pool did wait
+    t0, workers = time.time(), []
+    with pytest.raises(KeyboardInterrupt):
+        with process_pool(1) as pool:
+            fut = pool.submit(train, "configs/tiny_arith_dapo.yaml", str(tmp_path / "run"), overrides=cfg)
+            while not (tmp_path / "run" / "metrics.jsonl").exists():  # the worker is training
+                assert not fut.done() and time.time() - t0 < 300, fut.exception() if fut.done() else "no start"
+                time.sleep(0.2)
+            workers = [p.pid for p in pool._processes.values()]
+            t_interrupt = time.time()
+            raise KeyboardInterrupt
+    assert time.time() - t_interrupt < 10, "the pool waited for its runs"
+    deadline = time.time() + 10
+    while any(_alive(w) for w in workers) and time.time() < deadline:
+        time.sleep(0.1)
+    assert workers and not any(_alive(w) for w in workers), "a worker kept training after the interrupt"
+    with process_pool(1) as pool:   # the normal exit waits for the submitted run
+        fut = pool.submit(train, "configs/tiny_arith_dapo.yaml", str(tmp_path / "short"),
+                          overrides=dict(TINY, steps=1, save_every=0))
+    assert fut.done() and (tmp_path / "short" / "metrics.jsonl").exists()
+
+
 @pytest.mark.slow
 def test_half_finished_run_is_resumed_not_refused(tmp_path):
     """A run interrupted after step 1 (same config) is continued by the study, matching an uninterrupted one."""

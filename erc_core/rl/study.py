@@ -23,6 +23,7 @@ variability of a metric) and reports, per variant, the mean over seeds with a 95
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import dataclasses
 import json
@@ -36,6 +37,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -156,14 +158,25 @@ def _pool_context():
     return ctx
 
 
-def process_pool(workers: int) -> ProcessPoolExecutor:
-    """A pool of ``workers`` processes for training runs: forked from a server that has imported the trainer
-    (:func:`_pool_context`), each dying with this process (:func:`_die_with_parent`). A run's numbers do not depend
-    on the pool: each run seeds itself and uses its config's ``num_threads``."""
+@contextlib.contextmanager
+def process_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+    """``with process_pool(n) as pool:`` a pool of ``n`` processes for training runs: forked from a server that has
+    imported the trainer (``_pool_context``), each dying with this process (``_die_with_parent``). A run's
+    numbers do not depend on the pool: each run seeds itself and uses its config's ``num_threads``. Leaving the
+    block normally waits for the submitted runs; leaving it by an exception (an interrupted notebook cell, a run
+    that failed) terminates the workers at once instead of waiting for the runs still going."""
     if not (isinstance(workers, int) and workers >= 1):
         raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
-    return ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context(), initializer=_die_with_parent,
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context(), initializer=_die_with_parent,
                                initargs=(os.getpid(),))
+    try:
+        yield pool
+    except BaseException:
+        for proc in list((pool._processes or {}).values()):  # Python 3.14 has pool.terminate_workers()
+            proc.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
 
 def _run_one(config: str, out_dir: str, overrides: dict, threads: int) -> tuple[str, float]:
