@@ -445,13 +445,13 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copy2(root / page, stage / page)
     rows, failed = [], []
     t0 = time.perf_counter()
+    stamp = lambda nb: cache / (str(nb) + ".sha256")  # noqa: E731 - the executed copy's cache key
     todo = {}  # notebooks to execute: {nb: (params, cache key)}
     for nb in notebooks:
-        cached, stamp = cache / nb, cache / (str(nb) + ".sha256")
         nb_params = {**params, **per_notebook.get(nb.stem, {})}
         key = source_hash(root / nb, nb_params, args.kernel, env)
-        if args.force or not cached.exists() or not stamp.exists() or stamp.read_text() != key:
-            stamp.unlink(missing_ok=True)
+        if args.force or not (cache / nb).exists() or not stamp(nb).exists() or stamp(nb).read_text() != key:
+            stamp(nb).unlink(missing_ok=True)
             todo[nb] = (nb_params, key)
 
     def run(nb: Path) -> tuple[str, float]:
@@ -460,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         try:
             execute(root / nb, cache / nb, todo[nb][0], args.kernel, args.timeout)
-            (cache / (str(nb) + ".sha256")).write_text(todo[nb][1])
+            stamp(nb).write_text(todo[nb][1])
             return "ok", time.perf_counter() - start
         except Exception as exc:  # papermill's PapermillExecutionError names the cell and the exception
             print(f"[run_notebooks] {nb} FAILED: {exc}", file=sys.stderr, flush=True)
@@ -470,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         done = dict(zip(todo, pool.map(run, todo)))
     for nb in notebooks:
-        status, t = done[nb] if nb in todo else ("ok", 0.0)
+        status, t = done.get(nb, ("ok", 0.0))
         rows.append((str(nb), "papermill" if nb in done else "cache", t, status))
         if status != "ok":
             failed.append(str(nb))
